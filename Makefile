@@ -1,0 +1,55 @@
+# Reasoning Lab — `make book` builds the HTML book, `make test` runs every test. Both install first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export REASONING_LAB_QUIET := 1
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+NOTEBOOKS := $(wildcard notebooks/*.md)
+EXP ?=
+ARGS ?=
+
+.PHONY: install book test unit notebooks nbtest browser bench run clean help
+
+help:
+	@echo "make book   - install, execute every notebook at its default size, build _build/html"
+	@echo "make test   - install, unit tests, notebook tests (nbval), book build checks"
+	@echo "make run EXP=reversal-curse ARGS='-p seed=3 --out runs/x'   - one experiment via the CLI"
+	@echo "make bench  - benchmarks (print ratios against references measured in the same run)"
+	@echo "make clean  - remove build outputs (keeps .venv and runs/)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	@touch $(STAMP)
+
+book: install
+	$(BIN)/jupyter-book build . --all -W --keep-going
+	@echo "Book: $(abspath _build/html/index.html)"
+
+unit: install
+	$(BIN)/python -m pytest tests
+
+# Generated .ipynb copies of the MyST sources (git-ignored), for Jupyter users and nbval.
+notebooks: install
+	$(BIN)/jupytext --to ipynb --update-metadata '{"jupytext": {"formats": "ipynb,md:myst"}}' $(NOTEBOOKS) >/dev/null
+
+test: install
+	$(BIN)/python -m pytest tests
+	$(BIN)/python tools/notebook_tests.py
+
+run: install
+	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,66 @@
+"""What a notebook calls first: ``run = lab.start("name", globals())``.
+
+It validates the parameters cell (after papermill's injection), seeds everything, picks the device,
+creates ``output_dir`` when one is given, and gives the notebook one place to record metrics and
+figures (``metrics.json`` and PNGs, each written atomically).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from . import experiments
+from .plots import use_book_style
+from .runtime import flat_metrics, resolve_device, seed_everything, write_json
+
+
+class Run:
+    def __init__(self, name: str, params: dict[str, Any]):
+        self.name = name
+        self.params = params
+        self.p = SimpleNamespace(**params)
+        self.device = resolve_device(params["device"])
+        self.out = Path(params["output_dir"]) if params.get("output_dir") else None
+        self.metrics: dict[str, Any] = {}
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / "params.json", params)
+
+    def record(self, **metrics: Any) -> dict[str, Any]:
+        """Add metrics (numbers or strings) and rewrite ``metrics.json`` atomically."""
+        self.metrics.update(flat_metrics(metrics))
+        if self.out is not None:
+            write_json(self.out / "metrics.json", self.metrics)
+        return self.metrics
+
+    def checkpoint(self, name: str) -> Path | None:
+        """Where a training checkpoint lives for this run (None: no output_dir, no checkpoints)."""
+        return None if self.out is None else self.out / "checkpoints" / f"{name}.pt"
+
+    def savefig(self, fig, name: str) -> None:
+        if self.out is None:
+            return
+        from .runtime import atomic_path
+
+        with atomic_path(self.out / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+
+    def summary(self) -> str:
+        width = max((len(k) for k in self.metrics), default=0)
+        lines = []
+        for k, v in self.metrics.items():
+            lines.append(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        return "\n".join(lines)
+
+
+def start(name: str, namespace: dict[str, Any]) -> Run:
+    exp = experiments.get(name)
+    values = {k: namespace[k] for k in exp.defaults() if k in namespace}
+    params = exp.resolve("default", values)
+    seed_everything(params["seed"])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    use_book_style()
+    return Run(name, params)

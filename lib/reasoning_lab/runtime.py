@@ -1,0 +1,116 @@
+"""Small runtime helpers shared by the library and the notebooks: devices, seeding, progress, atomic files."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map ``auto|cpu|cuda|mps`` to an available device; an unavailable explicit choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("parameter device='cuda' is not allowed here: no CUDA device is available "
+                         "(use 'auto' or 'cpu')")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("parameter device='mps' is not allowed here: no MPS device is available "
+                         "(use 'auto' or 'cpu')")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"parameter device={name!r} is not allowed: expected one of 'auto', 'cpu', 'cuda', 'mps'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded the same way for data."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def quiet() -> bool:
+    """True inside the book build, tests and batch runs (set ``REASONING_LAB_QUIET=1``)."""
+    return os.environ.get("REASONING_LAB_QUIET", "") not in ("", "0")
+
+
+def progress(iterable: Iterable, total: int | None = None, desc: str | None = None, enabled: bool | None = None):
+    """A progress bar when a person is watching, the bare iterable otherwise."""
+    if enabled is None:
+        enabled = not quiet()
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    if isinstance(x, (tuple, set)):
+        return list(x)
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float | int | str]:
+    """metrics.json is flat: numbers and strings only."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        if isinstance(v, bool):
+            v = int(v)
+        if not isinstance(v, (int, float, str)):
+            raise TypeError(f"metric {k!r} must be a number or a string, got {type(v).__name__}")
+        out[k] = v
+    return out

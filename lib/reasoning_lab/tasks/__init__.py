@@ -1,0 +1,1 @@
+"""Synthetic tasks: each module builds token tensors for one family of experiments."""

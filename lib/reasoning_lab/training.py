@@ -1,0 +1,245 @@
+"""The one training loop: next-token cross-entropy on a target mask, AdamW, per-epoch history,
+deterministic on CPU for a seed, bf16 autocast / ``torch.compile`` on CUDA, atomic checkpoints, resume.
+
+Data is a :class:`SeqData`: equal-length token rows plus a boolean mask of the *answer* tokens (the
+entity the model is asked for). The loss is taken on the answer tokens, or on every next-token
+prediction with ``loss_whole_sequence=True``. Evaluation reports, per split, the log-probability of the
+whole answer entity (sum over its tokens) and of its first token.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .runtime import progress, torch_save
+
+
+@dataclass
+class SeqData:
+    tokens: torch.Tensor            # [N, T] long
+    answer: torch.Tensor            # [N, T] bool: positions holding answer tokens (never position 0)
+    valid: torch.Tensor | None = None  # [N, T] bool: real (non-padding) tokens; None = all
+
+    def __post_init__(self):
+        if self.tokens.shape != self.answer.shape:
+            raise ValueError("tokens and answer mask must have the same shape")
+        if self.tokens.shape[0] and self.answer[:, 0].any():
+            raise ValueError("position 0 cannot be an answer token (nothing predicts it)")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device) -> "SeqData":
+        return SeqData(self.tokens.to(device), self.answer.to(device),
+                       None if self.valid is None else self.valid.to(device))
+
+    def take(self, index) -> "SeqData":
+        return SeqData(self.tokens[index], self.answer[index], None if self.valid is None else self.valid[index])
+
+    def loss_mask(self, whole_sequence: bool) -> torch.Tensor:
+        """Mask over positions 1..T-1 of the tokens that are predicted in the loss."""
+        if whole_sequence:
+            mask = torch.ones_like(self.answer[:, 1:]) if self.valid is None else self.valid[:, 1:]
+            return mask
+        return self.answer[:, 1:]
+
+    @staticmethod
+    def cat(parts: list["SeqData"]) -> "SeqData":
+        valid = None
+        if any(p.valid is not None for p in parts):
+            valid = torch.cat([p.valid if p.valid is not None else torch.ones_like(p.answer) for p in parts])
+        return SeqData(torch.cat([p.tokens for p in parts]), torch.cat([p.answer for p in parts]), valid)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    loss_whole_sequence: bool = False
+    grad_clip: float | None = None
+    warmup_steps: int = 0
+    eval_every: int = 1              # epochs between evaluations (the last epoch is always evaluated)
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    bf16: bool = True                # autocast to bfloat16 on CUDA (ignored on CPU)
+    compile: bool = False            # torch.compile on CUDA (ignored on CPU)
+    checkpoint_path: str | Path | None = None
+    checkpoint_every: int = 0        # epochs; 0 = only at the end (when a path is given)
+    progress: bool | None = None     # None = automatic (bar when interactive, silent in builds)
+    desc: str | None = None
+
+
+@dataclass
+class History:
+    """Per-evaluation metric lists, keyed like ``valid_nll`` / ``train_prob_first``; ``epoch`` holds the x axis."""
+
+    data: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.data.setdefault(k, []).append(float(v))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def last(self, key: str) -> float:
+        return self.data[key][-1]
+
+    def keys(self):
+        return self.data.keys()
+
+
+@torch.no_grad()
+def answer_logprobs(model: torch.nn.Module, data: SeqData, batch_size: int = 2048) -> dict[str, torch.Tensor]:
+    """Per-example log p(whole answer), log p(first answer token) and exact-match (greedy, teacher-forced)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    whole, first, correct = [], [], []
+    for start in range(0, len(data), batch_size):
+        part = data.take(slice(start, start + batch_size)).to(device)
+        logp = F.log_softmax(model(part.tokens[:, :-1]).float(), dim=-1)
+        tgt = part.tokens[:, 1:]
+        tok = logp.gather(-1, tgt[..., None]).squeeze(-1)
+        mask = part.answer[:, 1:]
+        whole.append((tok * mask).sum(1).cpu())
+        first_pos = mask.float().argmax(1)
+        first.append(tok[torch.arange(len(tok), device=device), first_pos].cpu())
+        correct.append(((logp.argmax(-1) == tgt) | ~mask).all(1).cpu())
+    model.train(was_training)
+    return {"whole": torch.cat(whole), "first": torch.cat(first), "correct": torch.cat(correct)}
+
+
+def evaluate(model: torch.nn.Module, splits: dict[str, SeqData]) -> dict[str, float]:
+    """Split-level summaries: mean NLL of the answer (whole / first token), mean probability, accuracy."""
+    out = {}
+    for name, data in splits.items():
+        if len(data) == 0:
+            continue
+        lp = answer_logprobs(model, data)
+        out[f"{name}_nll"] = -lp["whole"].mean().item()
+        out[f"{name}_nll_first"] = -lp["first"].mean().item()
+        out[f"{name}_prob"] = lp["whole"].exp().mean().item()
+        out[f"{name}_prob_first"] = lp["first"].exp().mean().item()
+        out[f"{name}_acc"] = lp["correct"].float().mean().item()
+    return out
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
+
+
+def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
+          eval_splits: dict[str, SeqData] | None = None,
+          on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+    """Train ``model`` in place and return its history.
+
+    ``eval_splits`` maps names (e.g. ``"train"``, ``"valid"``) to data evaluated every ``eval_every``
+    epochs. With a ``checkpoint_path`` the state is saved atomically every ``checkpoint_every`` epochs
+    and at the end; calling ``train`` again with the same path resumes and ends with the same metrics.
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    eval_splits = {"train": train_data} if eval_splits is None else eval_splits
+    optimizer = make_optimizer(model, cfg, device)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    scheduler = None
+    if cfg.warmup_steps:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    history, start_epoch = History(), 0
+
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = History(state["history"])
+        start_epoch = state["epoch"]
+
+    def save(epoch: int) -> None:
+        if ckpt is None:
+            return
+        torch_save({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "history": history.data, "epoch": epoch,
+        }, ckpt)
+
+    forward = model
+    if cfg.compile and device.type == "cuda":
+        forward = torch.compile(model)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    data = train_data.to(device)
+    loss_mask = data.loss_mask(cfg.loss_whole_sequence)
+
+    model.train()
+    epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress)
+    if hasattr(epochs, "update") and start_epoch:
+        epochs.update(start_epoch)
+    for epoch in epochs:
+        order = torch.randperm(len(data), generator=shuffle).to(device)
+        total, count = torch.zeros((), device=device), 0
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, mask = data.tokens[idx], loss_mask[idx]
+            with autocast:
+                logits = forward(x[:, :-1])
+            loss = F.cross_entropy(logits[mask].float(), x[:, 1:][mask])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.detach() * len(idx)
+            count += len(idx)
+        done = epoch + 1
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            history.add(epoch=done, train_loss=(total / count).item(), **evaluate(model, eval_splits))
+            model.train()
+        if on_epoch_end is not None:
+            on_epoch_end(done, history)
+        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
+            save(done)
+    save(cfg.epochs)
+    model.eval()
+    return history
+
+
+def config_from_params(p, seed: int, device, checkpoint=None, eval_every: int | None = None,
+                       **extra) -> TrainConfig:
+    """TrainConfig from a notebook's validated parameters (names as in the parameters cell)."""
+    get = (lambda k, d=None: p.get(k, d)) if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
+    epochs = get("epochs")
+    return TrainConfig(
+        epochs=epochs, batch_size=get("batch_size"), lr=get("lr"), weight_decay=get("weight_decay", 0.0),
+        betas=tuple(get("betas", (0.9, 0.999))), loss_whole_sequence=get("loss_whole_sequence", False),
+        eval_every=eval_every or max(1, epochs // 100), seed=seed, device=device,
+        compile=get("compile", False), checkpoint_path=checkpoint,
+        checkpoint_every=max(1, epochs // 10) if checkpoint else 0, **extra)
