@@ -40,9 +40,23 @@ unit: install
 notebooks: install
 	$(BIN)/jupytext --to ipynb --update-metadata '{"jupytext": {"formats": "ipynb,md:myst"}}' $(NOTEBOOKS) >/dev/null
 
+# Notebook tests: nbval executes every notebook once (a notebook that raises fails); the plugin hands
+# the executed notebooks to the book's execution cache, and the metrics of every default run are checked
+# against what the book claims (tests/expectations.py). The book build then reuses the cached outputs.
+NBVAL_DIR := _build/nbval
+nbtest: install
+	rm -rf $(NBVAL_DIR) _build/metrics && mkdir -p $(NBVAL_DIR) _build/metrics
+	for f in $(NOTEBOOKS); do $(BIN)/jupytext --quiet --to ipynb -o $(NBVAL_DIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
+	PYTHONPATH=tests REASONING_LAB_METRICS_DIR=$(abspath _build/metrics) $(BIN)/python -m pytest \
+	    -p nbval_cache --nbval-lax --nbval-cell-timeout=600 -o testpaths= -p no:cacheprovider \
+	    --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/expectations.py --metrics-dir _build/metrics
+
 test: install
 	$(BIN)/python -m pytest tests
-	$(BIN)/python tools/notebook_tests.py
+	$(MAKE) --no-print-directory nbtest
+	$(BIN)/jupyter-book build . --all -W --keep-going
+	@echo "Book: $(abspath _build/html/index.html)"
 
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)

@@ -6,6 +6,7 @@ figures (``metrics.json`` and PNGs, each written atomically).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,9 @@ class Run:
         self.metrics.update(flat_metrics(metrics))
         if self.out is not None:
             write_json(self.out / "metrics.json", self.metrics)
+        collect = os.environ.get("REASONING_LAB_METRICS_DIR")
+        if collect:  # notebook tests gather every notebook's metrics in one folder
+            write_json(Path(collect) / f"{self.name}.json", self.metrics)
         return self.metrics
 
     def checkpoint(self, name: str) -> Path | None:

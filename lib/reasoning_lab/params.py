@@ -154,7 +154,7 @@ class Seq(Rule):
             out = [self.item(name, v) for v in value]
         except ValueError:
             raise _bad(name, value, self.describe()) from None
-        return tuple(out) if isinstance(value, tuple) else out
+        return out
 
     def describe(self):
         n = f"{self.length} " if self.length is not None else ""
