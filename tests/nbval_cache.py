@@ -13,7 +13,56 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+# Kernels must use their inline backend so that figures become outputs (an inherited Agg backend would
+# silently drop every figure from the book).
+os.environ.pop("MPLBACKEND", None)
+
 _cells: dict[str, list] = defaultdict(list)
+_widgets: dict[str, dict[str, dict]] = defaultdict(dict)   # notebook -> comm id -> widget model state
+_buffers: dict[str, dict[str, list]] = defaultdict(dict)
+
+
+def _tap_widget_messages() -> None:
+    """nbval reads kernel messages and drops widget (comm) traffic; keep the model states, as a
+    notebook front end would, so that saved widgets render in the book."""
+    import base64
+
+    from nbval.plugin import IPyNbFile
+
+    original = IPyNbFile.get_kernel_message
+
+    def get_kernel_message(self, timeout=None, stream="iopub"):
+        msg = original(self, timeout=timeout, stream=stream)
+        if msg.get("msg_type") in ("comm_open", "comm_msg"):
+            data = msg["content"].get("data") or {}
+            if "state" in data:
+                name, comm = Path(str(self.fspath)).stem, msg["content"]["comm_id"]
+                _widgets[name].setdefault(comm, {}).update(data["state"])
+                for path, buf in zip(data.get("buffer_paths") or [], msg.get("buffers") or []):
+                    raw = buf.tobytes() if hasattr(buf, "tobytes") else bytes(buf)
+                    _buffers[name].setdefault(comm, []).append(
+                        {"data": base64.b64encode(raw).decode(), "encoding": "base64", "path": path})
+        return msg
+
+    IPyNbFile.get_kernel_message = get_kernel_message
+
+
+def pytest_configure(config):
+    _tap_widget_messages()
+
+
+def _widget_metadata(name: str) -> dict | None:
+    models = {}
+    for comm, state in _widgets.get(name, {}).items():
+        if "_model_name" not in state:
+            continue
+        models[comm] = {"model_name": state["_model_name"], "model_module": state.get("_model_module"),
+                        "model_module_version": state.get("_model_module_version"), "state": state}
+        if comm in _buffers.get(name, {}):
+            models[comm]["buffers"] = _buffers[name][comm]
+    if not models:
+        return None
+    return {"application/vnd.jupyter.widget-state+json": {"state": models, "version_major": 2, "version_minor": 0}}
 _failed: set[str] = set()
 _seconds: dict[str, float] = defaultdict(float)
 _started: dict[str, float] = {}
@@ -72,6 +121,9 @@ def pytest_sessionfinish(session, exitstatus):
                 if out.get("output_type") == "execute_result":
                     out["execution_count"] = count
             cell.execution_count = count
+        widgets = _widget_metadata(name)
+        if widgets:
+            nb.metadata["widgets"] = widgets
         cache.cache_notebook_bundle(CacheBundleIn(nb, str(source.resolve()),
                                                   data={"execution_seconds": _seconds[name]}),
                                     check_validity=False, overwrite=True)
