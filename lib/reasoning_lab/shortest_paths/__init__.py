@@ -1,0 +1,6 @@
+"""Part IV: shortest paths — the task's data, the hand-built BFS transformer and the learned model."""
+from .data import (MAX_TUNE_VERTICES, MAX_VERTICES, SPLIT_NAMES, SPLITS, TEST_SPLITS, UNREACHABLE, adjacency,
+                   bfs, distances, label_shares, make_batch, random_edges)
+
+__all__ = ["MAX_TUNE_VERTICES", "MAX_VERTICES", "SPLIT_NAMES", "SPLITS", "TEST_SPLITS", "UNREACHABLE", "adjacency",
+           "bfs", "distances", "label_shares", "make_batch", "random_edges"]

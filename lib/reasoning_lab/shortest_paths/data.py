@@ -1,0 +1,379 @@
+"""Random graphs, breadth-first-search labels and the seven data splits of the shortest-path task.
+
+The generator follows the original task {cite}`wang2024shortest` exactly, but runs on whole batches
+of tensors instead of one Python graph at a time:
+
+* a graph has ``n`` vertices, ``n`` uniform in ``[3, max_vertices]`` (``[3, max_tune_vertices]`` for the
+  small-graph splits), labelled ``1..n``;
+* it gets ``n`` edge *attempts*: ``2n`` uniform vertex ids paired up; an attempt whose two ids are
+  equal (a self-loop) is dropped, repeated edges are kept, every edge is written ``(min, max)`` in the
+  order it was drawn and the list is padded with ``0`` up to ``max_vertices`` edges;
+* the label is the breadth-first-search distance from vertex 1 to the target vertex, or
+  ``UNREACHABLE = 15`` when there is no path (for every ``n``, as in the original code);
+* the accept/reject filters of the original are applied per example, keeping ``n`` fixed while a
+  graph is redrawn, so ``n`` stays uniform in the accepted data. Here that is done by drawing many
+  candidate graphs per example at once and keeping the first accepted one.
+
+On-path targets take the vertex at depth ``k`` on the breadth-first-search tree path from 1 to 2,
+with ``P(k) ∝ k`` for ``k = 1..d``. The tree is the one a FIFO queue builds when every vertex lists its
+neighbours in increasing order (what a Python ``set`` of small integers does: exactly so for the
+fine-tuning graphs, whose ids are all below 8); only which of several equally short paths is taken
+depends on that choice, never the label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+UNREACHABLE = 15          # the label of a target that vertex 1 cannot reach (the original's MAX_VTXS)
+MIN_VERTICES = 3
+MAX_VERTICES = 15
+MAX_TUNE_VERTICES = 7
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    large: bool               # n up to max_vertices (True) or up to max_tune_vertices (False)
+    target: str               # "two" | "onpath" | "any"
+    large_target: bool = True # target ids up to max_vertices, or only up to max_tune_vertices
+    short_path_filter: bool = False   # on-path: thin out d < 4 (fine-tuning set only)
+    description: str = ""
+
+
+SPLITS: dict[str, Split] = {s.name: s for s in (
+    Split("pretrain", True, "two", description="target 2, accept/reject filter on the distance"),
+    Split("finetune", False, "onpath", short_path_filter=True,
+          description="small graphs, a target on the shortest 1-2 path"),
+    Split("test-onpath-small-target", True, "onpath", large_target=False,
+          description="large graphs, an on-path target with a small id"),
+    Split("test-onpath", True, "onpath", description="large graphs, any on-path target"),
+    Split("test-any-small-graphs", False, "any", large_target=False,
+          description="small graphs, a uniform target among the small ids"),
+    Split("test-any-small-target", True, "any", large_target=False,
+          description="large graphs, a uniform target among the small ids"),
+    Split("test-any-large", True, "any", description="large graphs, a uniform target among all ids"),
+)}
+SPLIT_NAMES = tuple(SPLITS)
+TEST_SPLITS = tuple(s for s in SPLIT_NAMES if s.startswith("test-"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Graphs and breadth-first search on adjacency tensors
+def random_edges(n: torch.Tensor, max_edges: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Edge lists ``[B, max_edges, 2]`` (1-based ids, 0 = padding) of ``n[b]`` random edge attempts each."""
+    n = n.long()
+    if int(n.max()) > max_edges:
+        raise ValueError(f"a graph with {int(n.max())} vertices needs {int(n.max())} edge slots, "
+                         f"only {max_edges} available")
+    B = n.shape[0]
+    ends = (torch.rand(B, max_edges, 2, generator=generator, dtype=torch.float64) * n[:, None, None]).long() + 1
+    u, v = ends[..., 0], ends[..., 1]
+    keep = (torch.arange(max_edges)[None, :] < n[:, None]) & (u != v)
+    edges = torch.stack((torch.minimum(u, v), torch.maximum(u, v)), -1) * keep[..., None]
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)      # kept edges first, in draw order
+    return edges.gather(1, order[..., None].expand(-1, -1, 2))
+
+
+def adjacency(edges: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Boolean adjacency ``[B, V+1, V+1]`` (row/column 0 unused) of undirected edge lists."""
+    B, E, _ = edges.shape
+    V1 = num_vertices + 1
+    if edges.numel() and (int(edges.max()) > num_vertices or int(edges.min()) < 0):
+        raise ValueError(f"vertex ids must lie in 0..{num_vertices} (0 = padding)")
+    A = torch.zeros(B * V1 * V1, dtype=torch.bool)
+    base = (torch.arange(B) * V1 * V1)[:, None]
+    a, b = edges[..., 0], edges[..., 1]
+    A[(base + a * V1 + b).reshape(-1)] = True
+    A[(base + b * V1 + a).reshape(-1)] = True
+    A = A.view(B, V1, V1)
+    A[:, 0, :] = False
+    A[:, :, 0] = False
+    return A
+
+
+def bfs(A: torch.Tensor, source: int = 1, tree: bool = False):
+    """Distances from ``source`` to every vertex, ``UNREACHABLE`` where there is no path: ``[B, V+1]``.
+
+    One frontier expansion per level over the whole batch. With ``tree=True`` also return the parent
+    of every reached vertex in the FIFO-queue search tree (neighbours scanned in increasing id;
+    ``-1`` for the source and unreached vertices).
+    """
+    B, V1, _ = A.shape
+    dist = torch.full((B, V1), UNREACHABLE, dtype=torch.long)
+    dist[:, source] = 0
+    frontier = torch.zeros(B, V1, dtype=torch.bool)
+    frontier[:, source] = True
+    reached = frontier.clone()
+    parent = torch.full((B, V1), -1, dtype=torch.long)
+    rank = torch.zeros(B, V1, dtype=torch.long)          # position in the queue within its level
+    ids = torch.arange(V1)
+    for level in range(1, V1):
+        links = A & frontier[:, :, None]                # links[b, p, x]: p in the frontier, edge p-x
+        new = links.any(1) & ~reached
+        if not bool(new.any()):
+            break
+        dist[new] = level
+        if tree:
+            big = V1 * V1
+            score = torch.where(links, rank[:, :, None], big)
+            best, par = score.min(1)                     # the first frontier vertex in queue order
+            parent = torch.where(new, par, parent)
+            key = torch.where(new, best * V1 + ids, big * V1)
+            rank = torch.where(new, (key[:, None, :] < key[:, :, None]).sum(-1), rank)
+        reached |= new
+        frontier = new
+    return (dist, parent) if tree else dist
+
+
+def distances(edges: torch.Tensor, num_vertices: int, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """BFS distance from vertex 1 to ``targets`` (default vertex 2) for a batch of edge lists."""
+    dist = bfs(adjacency(edges, num_vertices))
+    if targets is None:
+        return dist[:, 2]
+    return dist.gather(1, targets.long()[:, None]).squeeze(1)
+
+
+def ancestor(parent: torch.Tensor, dist: torch.Tensor, node: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """The vertex at ``depth`` on the tree path from the source to ``node`` (``depth <= dist[node]``)."""
+    cur = node.clone()
+    rows = torch.arange(len(node))
+    for _ in range(parent.shape[1]):
+        deeper = dist[rows, cur] > depth
+        if not bool(deeper.any()):
+            break
+        cur = torch.where(deeper, parent[rows, cur], cur)
+    return cur
+
+
+# ---------------------------------------------------------------------------------------------------
+# Candidate graphs and the accept/reject filters
+def _uniform(shape, generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def _draw_ends(n_sorted: torch.Tensor, generator) -> torch.Tensor:
+    """Raw edge attempts ``[m, 16, 2]`` int32 for graphs sorted by size (slots past ``n`` hold 0)."""
+    m = len(n_sorted)
+    ends = torch.zeros(m, 16, 2, dtype=torch.int32)
+    counts = torch.bincount(n_sorted, minlength=16).tolist()
+    start = 0
+    for k, c in enumerate(counts):
+        if c:
+            ends[start:start + c, :k] = torch.randint(1, k + 1, (c, k, 2), generator=generator, dtype=torch.int32)
+            start += c
+    return ends
+
+
+def bit_bfs(ends: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distance from vertex 1 to ``target`` for edge lists ``[m, 16, 2]`` (ids < 16, 0 = no edge).
+
+    Vertex sets are 16-bit masks and every edge is the mask of its two ends. One level of the search
+    ORs together the edges that touch the frontier (a halving OR over the 16 edge slots) and removes
+    what was reached before. Rows leave once their target is found or their frontier is empty.
+    Self-loops and padding are harmless.
+    """
+    one = torch.ones((), dtype=torch.int32)
+    b = torch.where(ends > 0, torch.bitwise_left_shift(one, ends), 0)
+    edge = b[..., 0] | b[..., 1]
+    m = len(ends)
+    d = torch.full((m,), UNREACHABLE, dtype=torch.long)
+    tbit = torch.bitwise_left_shift(one, target.to(torch.int32))
+    frontier = torch.full((m,), 2, dtype=torch.int32)
+    reached = frontier.clone()
+    rows = torch.arange(m)
+    for level in range(1, 16):
+        x = torch.where((edge & frontier[:, None]) != 0, edge, 0)
+        x = x[:, :8] | x[:, 8:]
+        x = x[:, :4] | x[:, 4:]
+        x = x[:, :2] | x[:, 2:]
+        new = (x[:, 0] | x[:, 1]) & ~reached
+        found = (new & tbit) != 0
+        d[rows[found]] = level
+        go = (new != 0) & ~found
+        if not bool(go.any()):
+            break
+        rows, edge, tbit = rows[go], edge[go], tbit[go]
+        reached, frontier = (reached | new)[go], new[go]
+    return d
+
+
+def edge_bfs(u: torch.Tensor, v: torch.Tensor, num_vertices: int, target: torch.Tensor, path: bool = False):
+    """Distance from vertex 1 to ``target`` by frontier expansion over edge lists ``u``-``v`` ([m, E]).
+
+    Every level marks the endpoints of edges that touch the frontier (a scatter over the edge list,
+    so no adjacency matrix is built); rows leave the loop as soon as their target is found or their
+    frontier is empty. Self-loops and ``(0, 0)`` padding edges are harmless.
+
+    With ``path=True`` also return the search-tree path to the target, coded as a base-16 number
+    whose digits are the vertices 1, ..., target (most significant first). A FIFO queue that scans
+    neighbours in increasing id visits each level in increasing order of these codes, so the parent
+    a vertex gets from the queue is the frontier neighbour with the smallest code.
+    """
+    m = u.shape[0]
+    V1 = num_vertices + 1
+    d = torch.full((m,), UNREACHABLE, dtype=torch.long)
+    code_out = torch.zeros(m, dtype=torch.long)
+    reached = torch.zeros(m, V1, dtype=torch.bool)
+    reached[:, 1] = True
+    frontier = reached.to(torch.uint8)
+    code = reached.long()                      # code[1] = 1: the path "1"
+    none = torch.iinfo(torch.long).max
+    rows = torch.arange(m)
+    target = target.long()
+    for level in range(1, V1):
+        if path:
+            via_u = torch.where(frontier.gather(1, u).bool(), code.gather(1, u) * 16 + v, none)
+            via_v = torch.where(frontier.gather(1, v).bool(), code.gather(1, v) * 16 + u, none)
+            best = torch.full((len(rows), V1), none, dtype=torch.long)
+            best.scatter_reduce_(1, v, via_u, "amin").scatter_reduce_(1, u, via_v, "amin")
+            new = (best < none) & ~reached
+            code = torch.where(new, best, code)
+        else:
+            hits = torch.zeros(len(rows), V1, dtype=torch.uint8)
+            hits.scatter_add_(1, v, frontier.gather(1, u)).scatter_add_(1, u, frontier.gather(1, v))
+            new = (hits > 0) & ~reached
+        found = new.gather(1, target[:, None]).squeeze(1)
+        d[rows[found]] = level
+        if path:
+            code_out[rows[found]] = code[found].gather(1, target[found][:, None]).squeeze(1)
+        go = new.any(1) & ~found
+        if not bool(go.any()):
+            break
+        rows, u, v, target = rows[go], u[go], v[go], target[go]
+        reached, frontier = (reached | new)[go], new[go].to(torch.uint8)
+        if path:
+            code = code[go]
+    return (d, code_out) if path else d
+
+
+def path_vertex(code: torch.Tensor, d: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The vertex at depth ``k`` on a path coded by :func:`edge_bfs` whose end is at depth ``d``."""
+    return (code >> (4 * (d - k))) & 15
+
+
+def _compact(ends: torch.Tensor) -> torch.Tensor:
+    """Drop self-loops, write edges (min, max) in draw order, pad with 0."""
+    a, b = ends[..., 0], ends[..., 1]
+    keep = (a != b) & (a > 0)
+    edges = torch.stack((torch.minimum(a, b), torch.maximum(a, b)), -1) * keep[..., None]
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)
+    return edges.gather(1, order[..., None].expand(-1, -1, 2))
+
+
+def _two_filter(d: torch.Tensor, generator) -> torch.Tensor:
+    """Pre-training filter: keep 6 <= d < 15; keep d < 6 with probability 1/(2(6-d)), unreachable with 1/15."""
+    p = torch.where(d < 6, 1.0 / (2.0 * (6 - d.clamp(max=5)).double()), 1.0)
+    p = torch.where(d == UNREACHABLE, 1.0 / UNREACHABLE, p)
+    return _uniform(len(d), generator) < p
+
+
+def _short_path_filter(d: torch.Tensor, generator) -> torch.Tensor:
+    """Fine-tuning filter: a 1-2 path must exist; keep d < 4 with probability 1/(3(4-d))."""
+    p = torch.where(d < 4, 1.0 / (3.0 * (4 - d.clamp(max=3)).double()), 1.0)
+    return (d < UNREACHABLE) & (_uniform(len(d), generator) < p)
+
+
+def _onpath_targets(ends: torch.Tensor, num_vertices: int, generator):
+    """Depth ``k`` with P(k) ∝ k on the search-tree path 1 → 2, and the vertex there: (targets, k)."""
+    d, code = edge_bfs(ends[..., 0], ends[..., 1], num_vertices, torch.full((len(ends),), 2), path=True)
+    ks = torch.arange(1, num_vertices + 1, dtype=torch.float64)
+    weights = ks[None, :] * (ks[None, :] <= d.clamp(max=num_vertices)[:, None])
+    k = torch.multinomial(weights, 1, generator=generator).squeeze(1) + 1
+    return path_vertex(code, d, k), k
+
+
+_PRIOR_RATE = {"two": 0.12, "onpath": 0.5, "any": 1.0}
+
+
+def _batch(split: Split, batch_size: int, generator, max_vertices: int, max_tune_vertices: int):
+    """Rejection sampling with ``n`` held fixed per example, done in bulk.
+
+    Every round draws, for each example still open, about ``1/acceptance(n)`` candidate graphs of its
+    size; the accepted candidates of size ``n`` fill the open examples of size ``n`` in order. Since the
+    candidates are independent and the assignment ignores their content, each example receives an
+    independent draw from the filtered distribution given its ``n`` — the same law as redrawing one
+    graph at a time. Returns the batch and the fraction of candidate graphs the filters accepted.
+    """
+    hi = max_vertices if split.large else max_tune_vertices
+    n = MIN_VERTICES + (_uniform(batch_size, generator) * (hi - MIN_VERTICES + 1)).long()
+    ends_out = torch.zeros(batch_size, 16, 2, dtype=torch.int32)
+    target = torch.zeros(batch_size, dtype=torch.long)
+    label = torch.zeros(batch_size, dtype=torch.long)
+    tried = torch.zeros(max_vertices + 1)
+    passed = torch.zeros(max_vertices + 1)
+    prior = _PRIOR_RATE[split.target]
+    open_ = torch.arange(batch_size)
+    while len(open_):
+        n_open, order = n[open_].sort(stable=True)
+        open_ = open_[order]
+        rate = (passed + 4 * prior) / (tried + 4)            # smoothed acceptance per n
+        reps = torch.ceil(1.2 / rate[n_open]).long().clamp(1, 256) if prior < 1 else torch.ones_like(n_open)
+        cand_n = n_open.repeat_interleave(reps)
+        ends = _draw_ends(cand_n, generator)
+        if split.target == "any":
+            hi_t = max_vertices if split.large_target else max_tune_vertices
+            t = 2 + (_uniform(len(cand_n), generator) * (hi_t - 1)).long()
+        else:
+            t = torch.full_like(cand_n, 2)
+        d = bit_bfs(ends, t)
+        if split.target == "two":
+            ok = _two_filter(d, generator)
+        elif split.target == "onpath":
+            ok = _short_path_filter(d, generator) if split.short_path_filter else d < UNREACHABLE
+        else:
+            ok = torch.ones_like(cand_n, dtype=torch.bool)
+        tried += torch.bincount(cand_n, minlength=max_vertices + 1)
+        passed += torch.bincount(cand_n[ok], minlength=max_vertices + 1)
+        # the j-th accepted candidate of size k fills the j-th open example of size k (both sorted by k)
+        good = ok.nonzero().squeeze(1)
+        gn = cand_n[good]
+        rank = torch.arange(len(good)) - torch.searchsorted(gn, gn)
+        first = torch.searchsorted(n_open, gn)
+        count = torch.searchsorted(n_open, gn, right=True) - first
+        use = rank < count
+        slot, pick = open_[first[use] + rank[use]], good[use]
+        ends_out[slot], target[slot], label[slot] = ends[pick], t[pick], d[pick]
+        filled = torch.zeros(batch_size, dtype=torch.bool)
+        filled[slot] = True
+        if split.target == "onpath" and len(slot):
+            tk, k = _onpath_targets(ends[pick].long(), max_vertices, generator)
+            target[slot], label[slot] = tk, k
+            if not split.large_target:               # a small-id target is required: redraw the graph
+                filled[slot[tk > max_tune_vertices]] = False
+        open_ = open_[~filled[open_]]
+    return _compact(ends_out[:, :max_vertices].long()), target, label, float(passed.sum() / tried.sum())
+
+
+def make_batch(split: str, batch_size: int, generator: torch.Generator | None = None, *,
+               max_vertices: int = MAX_VERTICES, max_tune_vertices: int = MAX_TUNE_VERTICES):
+    """A fresh batch of one split: ``(edges [B, max_vertices, 2] long, targets [B] long, labels [B] long)``.
+
+    ``edges`` holds 1-based vertex ids, 0 = padding; ``labels`` is the BFS distance from vertex 1 to the
+    target, ``UNREACHABLE`` (15) when there is none. ``max_vertices``/``max_tune_vertices`` are the
+    original's 15 and 7 (the "large" and "small" graph sizes); smaller values give a cheaper task with
+    the same structure.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: " + ", ".join(SPLIT_NAMES))
+    if not MIN_VERTICES <= max_tune_vertices <= max_vertices <= MAX_VERTICES:
+        raise ValueError(f"need {MIN_VERTICES} <= max_tune_vertices <= max_vertices <= {MAX_VERTICES}, "
+                         f"got {max_tune_vertices} and {max_vertices}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is not allowed: expected a positive integer")
+    edges, target, label, _ = _batch(SPLITS[split], batch_size, generator, max_vertices, max_tune_vertices)
+    return edges, target, label
+
+
+def acceptance_rate(split: str, samples: int = 20_000, generator: torch.Generator | None = None, *,
+                    max_vertices: int = MAX_VERTICES, max_tune_vertices: int = MAX_TUNE_VERTICES) -> float:
+    """Fraction of candidate graphs the split's distance filter accepts (how much the filters cost)."""
+    return _batch(SPLITS[split], samples, generator, max_vertices, max_tune_vertices)[3]
+
+
+def label_shares(labels: torch.Tensor) -> dict[int, float]:
+    """Fraction of each label value (``UNREACHABLE`` included) in a batch."""
+    values, counts = labels.unique(return_counts=True)
+    total = counts.sum().item()
+    return {int(v): c.item() / total for v, c in zip(values, counts)}
