@@ -11,7 +11,7 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 EXP ?=
 ARGS ?=
 
-.PHONY: install book test unit notebooks nbtest browser bench run clean help
+.PHONY: install assets book test unit notebooks nbtest browser bench run clean help
 
 help:
 	@echo "make book   - install, execute every notebook at its default size, build _build/html"
@@ -28,7 +28,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
 	@touch $(STAMP)
 
-book: install
+# MathJax, requirejs and the ipywidgets HTML manager for the self-contained HTML book: pinned npm
+# packages unpacked into _vendor/ (git-ignored); quick when already there, fails clearly without npm.
+assets:
+	@$(PYTHON) tools/fetch_assets.py
+
+book: install assets
 	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
@@ -51,11 +56,18 @@ nbtest: install
 	    --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/expectations.py --metrics-dir _build/metrics
 
-test: install
+test: install assets
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory nbtest
 	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
+	$(MAKE) --no-print-directory browser
+
+# Every page of the built book in headless Chromium: math typeset, figures loaded, sliders move, no
+# errors and nothing fetched from outside the book; screenshots in _build/screenshots/. Skipped (one
+# line) when no Chromium is installed.
+browser: install
+	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)

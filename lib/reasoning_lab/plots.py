@@ -68,4 +68,19 @@ def scrubber(fig, update, frames, interval: int = 150):
     anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
-    return HTML(html)
+    return HTML(_self_contained_player(html))
+
+
+# Button icons of matplotlib's player as plain text: its template takes them from a Font Awesome 4 style
+# sheet on a CDN, which an offline reader (or the self-contained HTML book) cannot load.
+_PLAYER_ICONS = {"minus": "\u2212", "fast-backward": "\u21e4", "step-backward": "\u2039",
+                 "play fa-flip-horizontal": "\u25c0", "pause": "\u2016", "play": "\u25b6",
+                 "step-forward": "\u203a", "fast-forward": "\u21e5", "plus": "+"}
+
+
+def _self_contained_player(html: str) -> str:
+    import re
+
+    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+    return re.sub(r'<i class="fa fa-([a-z -]+)"></i>',
+                  lambda m: _PLAYER_ICONS.get(m.group(1), m.group(0)), html)
