@@ -1,0 +1,8 @@
+"""Part III: knowledge capacity — profiles, questions, entropy and capacity in bits, the trainer, probes."""
+from .entropy import (DatasetEntropy, capacity, capacity_by_subject, dataset_entropy, per_hop_loss, selection_bits,
+                      two_hop_capacity, two_hop_capacity_by_subject)
+from .profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
+from .questions import Batch, QuestionBank
+from .sizing import config_for_budget, formula_count, llama_config, original_architecture
+from .train import CapacityConfig, Result, train_capacity
+from .vocab import ATTRIBUTES, RELATIONS, Vocab, make_vocab

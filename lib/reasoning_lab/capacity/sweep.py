@@ -1,0 +1,97 @@
+"""A sweep over model sizes at a fixed dataset: train each model, measure its capacity, tabulate."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..models import Transformer, count_params
+from ..runtime import write_text
+from .entropy import (DatasetEntropy, capacity, capacity_by_subject, dataset_entropy, two_hop_capacity)
+from .questions import QuestionBank
+from .sizing import config_for_budget, formula_count
+from .train import CapacityConfig, Result, train_capacity
+
+
+def steps_for(exposures: float, bank: QuestionBank, cfg: CapacityConfig) -> int:
+    """Steps that show every 1-hop fact ``exposures`` times on average."""
+    frac1 = 1.0 - (1.0 / (1.0 + cfg.hop_ratio) if cfg.two_hop else 0.0)
+    return max(1, math.ceil(exposures * bank.n * bank.K / (cfg.batch_size * frac1)))
+
+
+def train_model(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int = 0,
+                checkpoint=None) -> tuple[Transformer, Result]:
+    mcfg = config_for_budget(budget, n_layers, len(bank.profiles.vocab))
+    torch.manual_seed(seed)
+    model = Transformer(mcfg)
+    res = train_capacity(model, bank, replace(cfg, seed=seed, checkpoint_path=checkpoint,
+                                              checkpoint_every=max(1, cfg.steps // 5) if checkpoint else 0))
+    return model, res
+
+
+def capacity_history(res: Result, bank: QuestionBank, ent: DatasetEntropy) -> list[float]:
+    """1-hop capacity (bits) at every evaluation of a training run."""
+    out = []
+    for i in range(len(res.history["step"])):
+        losses = {s: res.history[f"train_onehop_bits_{s}"][i] for s in bank.subjects}
+        out.append(capacity(losses, ent))
+    return out
+
+
+def model_row(model: Transformer, res: Result, bank: QuestionBank, schemes: dict[str, DatasetEntropy],
+              main: str = "optimal", two_hop_scheme: str = "big-hash") -> dict[str, float | int | str]:
+    """One line of the results table: sizes, exposures, losses and capacity under every scheme."""
+    cfg = model.cfg
+    P = model.num_params()
+    losses = res.subject_bits("train_onehop", bank.subjects)
+    ent = schemes[main]
+    row = {"params": P, "non_embedding_params": count_params(cfg)["non_embedding"],
+           "original_formula_params": formula_count(cfg), "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+           "n_heads": cfg.n_heads, "steps": int(res.history["step"][-1]),
+           "exposures": res.history["exposures"][-1], "seconds": round(res.seconds, 1),
+           "onehop_loss_nats": res.final["train_onehop_loss"], "onehop_accuracy": res.final["train_onehop_acc"]}
+    cap = capacity(losses, ent)
+    row.update(capacity_bits=cap, bits_per_param=cap / P, dataset_entropy_bits=ent.one_hop)
+    for name, e in schemes.items():
+        row[f"capacity_{name}"] = capacity(losses, e)
+        row[f"capacity_{name}_unclamped"] = capacity(losses, e, clamp=False)
+    for s, v in capacity_by_subject(losses, ent).items():
+        row[f"capacity_{s}"] = v
+    for s, v in losses.items():
+        row[f"loss_bits_{s}"] = v
+    two = res.subject_bits("train_twohop", bank.subjects)
+    if two:
+        row["two_hop_capacity_bits"] = two_hop_capacity(two, ent, two_hop_scheme)
+        row["two_hop_dataset_entropy_bits"] = ent.two_hop(two_hop_scheme)
+        row["two_hop_loss_nats"] = res.final["train_twohop_loss"]
+        row["heldout_triples_loss_nats"] = res.final["eval_triples_loss"]
+    return row
+
+
+def entropies(profiles, schemes=("optimal", "enumerate", "independent")) -> dict[str, DatasetEntropy]:
+    return {s: dataset_entropy(profiles, s) for s in schemes}
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    def num(v):
+        try:
+            f = float(v)
+            return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
