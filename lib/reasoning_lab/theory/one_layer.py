@@ -183,14 +183,16 @@ class Dynamics:
     Y: torch.Tensor                         # final matrices
     Z: torch.Tensor
     loss: torch.Tensor                      # [T] training loss
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> copy of Y
 
     def last(self, key: str) -> float:
         return float(self.series[key][-1])
 
 
 def simulate(task: Task, lr_y: float, lr_z: float, steps: int, record: int | Sequence[int] = 100,
-             device="cpu") -> Dynamics:
-    """Full-batch gradient descent on ``(Y, Z)`` from zero; records the task's measurements."""
+             device="cpu", keep: Sequence[int] = ()) -> Dynamics:
+    """Full-batch gradient descent on ``(Y, Z)`` from zero; records the task's measurements at ``record``
+    (a number of log-spaced steps or a list) and keeps a copy of ``Y`` at each step in ``keep``."""
     at = record_steps(steps, record) if isinstance(record, int) else sorted({int(k) for k in record})
     at_set, measure = set(at), MEASURES[task.kind]
     M = task.vocab
@@ -199,8 +201,11 @@ def simulate(task: Task, lr_y: float, lr_z: float, steps: int, record: int | Seq
     Z = torch.zeros(M, M, dtype=DTYPE, device=device)
     rows: list[dict[str, float]] = []
     losses = []
+    keep, snapshots = set(int(k) for k in keep), {}
     with single_thread():
         for step in range(steps + 1):
+            if step in keep:
+                snapshots[step] = Y.cpu().clone()
             if step in at_set:
                 rows.append(measure(task, Y.cpu(), Z.cpu()))
                 losses.append(loss(Y, Z, ctx, tgt).item())
@@ -211,7 +216,7 @@ def simulate(task: Task, lr_y: float, lr_z: float, steps: int, record: int | Seq
             if lr_z:
                 Z -= lr_z * gZ
     series = {k: torch.tensor([r[k] for r in rows], dtype=DTYPE) for k in rows[0]}
-    return Dynamics(torch.tensor(at), series, Y.cpu(), Z.cpu(), torch.tensor(losses, dtype=DTYPE))
+    return Dynamics(torch.tensor(at), series, Y.cpu(), Z.cpu(), torch.tensor(losses, dtype=DTYPE), snapshots)
 
 
 def bound_holds(task: Task, Y: torch.Tensor, Z: torch.Tensor, tol: float = 1e-12) -> bool:
