@@ -108,11 +108,25 @@ REVERSAL_PAPER = {"n_layers": 24, "n_heads": 12, "embed_dim": 768, "vocab_size":
                   "batch_size": 64, "lr": 0.01, "weight_decay": 0.01, "betas": [0.9, 0.999], "dropout": 0.1,
                   "seeds": 10, "tie_embeddings": False, "pos_encoding": "absolute", "device": "auto"}
 
+def _position_table(seq_len: Callable[[dict], int]) -> Callable[[dict], None]:
+    """``max_len`` (rows of the position table) is 0 (= the sentence length) or at least the sentence length."""
+    def check(p: dict) -> None:
+        n = seq_len(p)
+        if p.get("max_len", 0) and p["max_len"] < n:
+            raise ValueError(f"parameter max_len={p['max_len']} is not allowed: expected 0 or at least the "
+                             f"sentence length {n}")
+    return check
+
+
+# The original's GPT-2 has a 1024-row position table whatever the sentence length: with it the paper preset
+# has exactly the original's 172,128,768 parameters (tests/test_reversal.py).
+REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024}
+
 register(Experiment(
     "reversal-curse", "The reversal curse",
-    rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3)},
-    presets={"paper": REVERSAL_PAPER},
-    checks=(_heads_divide,),
+    rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000)},
+    presets={"paper": REVERSAL_CURSE_PAPER},
+    checks=(_heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
 ))
 
@@ -228,7 +242,7 @@ register(Experiment(
            "name_scheme": Choice("optimal", "enumerate", "independent"),
            "two_hop_scheme": Choice("optimal", "big-hash", "2-hop-double")},
     presets={
-        "cpu-full": {"n_profiles": 2000, "budgets": [30000, 70000, 130000], "exposures": 600, "lr": 0.005},
+        "cpu-full": {"n_profiles": 2000, "budgets": [30000, 70000], "exposures": 300, "lr": 0.003},
         "paper": {"n_profiles": 10000, "relations": 4, "budgets": [500_000, 1_000_000, 2_000_000, 4_000_000,
                                                                    7_000_000, 10_000_000],
                   "n_layers": 4, "exposures": 1000, "batch_size": 1088, "lr": 0.001, "weight_decay": 0.1,
