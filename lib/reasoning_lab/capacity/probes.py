@@ -13,7 +13,6 @@ when fitting: the positions up to the relation token depend only on that pair (c
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,21 +34,28 @@ class ProbeData:
 
 @torch.no_grad()
 def collect(model, bank: QuestionBank, n: int, seed: int = 0, chunk: int = 4096) -> ProbeData:
-    """Hidden states of ``n`` training 2-hop questions and the bridge labels."""
+    """Hidden states of up to ``n`` training 2-hop questions, one per (person, relation) pair (the states
+    up to the relation token depend only on the pair), and the bridge labels."""
     g = torch.Generator().manual_seed(seed + 31337)
-    batch = bank.sample_two_hop(n, g)
     prof = bank.profiles
-    person = _person_ids(bank, batch)
-    r = batch.tokens[:, 3] - prof.vocab.offset["subject"] - 4
+    batch = bank.sample_two_hop(4 * n, g)
+    pair = _person_ids(bank, batch) * bank.n_relations + batch.tokens[:, 3] - prof.vocab.offset["subject"] - 4
+    order = torch.argsort(pair, stable=True)
+    first = torch.ones(len(pair), dtype=torch.bool)
+    first[1:] = pair[order][1:] != pair[order][:-1]
+    keep = order[first]
+    keep = keep[torch.randperm(len(keep), generator=g)[:n]]
+    batch = Batch(batch.tokens[keep], batch.answer[keep], batch.subject[keep], batch.hops[keep])
+    person, r = pair[keep] // bank.n_relations, pair[keep] % bank.n_relations
     bridge = prof.relations[person, r]
     model.eval()
     device = next(model.parameters()).device
     states = []
-    for i in range(0, n, chunk):
+    for i in range(0, len(keep), chunk):
         hs = model.hidden_states(batch.tokens[i:i + chunk, :5].to(device))
         states.append(torch.stack(hs).float().cpu())                  # [L+1, B, 5, d]
     feats = torch.cat(states, dim=1).permute(0, 2, 1, 3).contiguous()  # [L+1, 5, n, d]
-    return ProbeData(feats, prof.first[bridge], person * bank.n_relations + r, batch, len(prof.vocab.first))
+    return ProbeData(feats, prof.first[bridge], pair[keep], batch, len(prof.vocab.first))
 
 
 def _person_ids(bank: QuestionBank, batch: Batch) -> torch.Tensor:
@@ -64,7 +70,7 @@ def _person_ids(bank: QuestionBank, batch: Batch) -> torch.Tensor:
     return order[torch.searchsorted(table[order], code)]
 
 
-def fit_softmax(X: torch.Tensor, y: torch.Tensor, l2: torch.Tensor, n_classes: int, max_iter: int = 100,
+def fit_softmax(X: torch.Tensor, y: torch.Tensor, l2: torch.Tensor, n_classes: int, max_iter: int = 50,
                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """Batched multinomial logistic regression. ``X`` [P, n, d], ``y`` [P, n], ``l2`` [P];
     ``weight`` [P, n] (0/1 row mask) selects each problem's training rows. Returns W [P, d+1, C]."""
@@ -113,7 +119,7 @@ class ProbeResult:
 
 
 def run_probes(data: ProbeData, l2_grid=(1e-4, 1e-3, 1e-2), folds: int = 3, test_fraction: float = 0.2,
-               seed: int = 0, max_iter: int = 100) -> ProbeResult:
+               seed: int = 0, max_iter: int = 50) -> ProbeResult:
     """Fit a probe per (layer, position), ``l2`` by ``folds``-fold CV on the training pairs; test on
     held-out (person, relation) pairs."""
     Lp, Pn, n, d = data.features.shape
@@ -178,7 +184,3 @@ def test_rows(data: ProbeData, test_fraction: float = 0.2, seed: int = 0) -> tor
     perm = pairs[torch.randperm(len(pairs), generator=g)]
     test_pairs = perm[:max(1, int(test_fraction * len(pairs)))]
     return torch.isin(data.pair, test_pairs).nonzero().squeeze(1)
-
-
-def chance_loss(n_classes: int) -> float:
-    return math.log(n_classes)
