@@ -200,7 +200,7 @@ register(Experiment(
     "one-layer-dynamics", "One-layer transformer dynamics: asymmetric growth and intransitivity",
     rules={"n_pairs": Int(2, 5000), "n_heldout": Int(1, 5000), "vocab": Int(4, 20000),
            "lr_y": Float(0.0, 1000.0, open_lo=True), "lr_z": Float(0.0, 1000.0), "steps": Int(1, 10_000_000)},
-    presets={"paper": {"n_pairs": 200, "n_heldout": 60, "vocab": 802, "lr_y": 1.0, "lr_z": 1.0, "steps": 50000}},
+    presets={"paper": {"n_pairs": 200, "n_heldout": 60, "vocab": 802, "lr_y": 2.0, "lr_z": 2.0, "steps": 20000}},
     checks=(_one_layer_sizes,),
     metrics=("forward_weight", "reverse_weight", "indirect_weight"),
 ))
