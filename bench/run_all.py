@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[], help="run only these (by name)")
     ap.add_argument("--skip", action="append", default=[], help="skip these (e.g. --skip 'book build')")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    ap.add_argument("--keep-book", type=Path, default=None,
+                    help="keep the benchmarked book build in this folder (e.g. to open it in a browser)")
     args = ap.parse_args(argv)
     names = [b[0] for b in BENCHMARKS]
     for n in args.only + args.skip:
@@ -96,6 +98,8 @@ def main(argv=None) -> int:
         if (args.only and bench[0] not in args.only) or bench[0] in args.skip:
             continue
         print(f"== {bench[0]} (bench/{bench[1]})", flush=True)
+        if bench[0] == "book build" and args.keep_book:
+            bench = (*bench[:2], ["--keep", str(args.keep_book)], *bench[3:])
         row, out = run_one(*bench)
         print(out.rstrip() or "   (no output)", flush=True)
         rows.append(row)

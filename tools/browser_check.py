@@ -215,9 +215,9 @@ PAGE_CHECK_JS = r"""
   const math = [...main.querySelectorAll('.math')];
   r.math = math.length;
   if (math.length) {
-    await until(() => window.MathJax && MathJax.startup && MathJax.startup.promise, 15000);
+    await until(() => window.MathJax && MathJax.startup && MathJax.startup.promise, 60000);
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-      await Promise.race([MathJax.startup.promise, sleep(20000)]);
+      await Promise.race([MathJax.startup.promise, sleep(60000)]);
     }
     r.math_typeset = math.filter(m => m.querySelector('mjx-container')).length;
     r.math_errors = main.querySelectorAll('mjx-merror').length;
@@ -226,7 +226,7 @@ PAGE_CHECK_JS = r"""
   // images: all must load; figures = loaded images in cell outputs or figure/image blocks
   const imgs = [...document.images];
   imgs.forEach(i => { if (i.loading === 'lazy') i.loading = 'eager'; });
-  await until(() => imgs.every(i => i.complete), 20000);
+  await until(() => imgs.every(i => i.complete), 60000);
   r.images = imgs.length;
   r.broken_images = imgs.filter(i => !(i.naturalWidth > 0)).map(i => (i.id || i.src).slice(0, 100));
   r.figures = imgs.filter(i => i.naturalWidth > 0 &&
@@ -237,7 +237,7 @@ PAGE_CHECK_JS = r"""
   r.widget_views = views.length;
   if (views.length) {
     const rendered = () => main.querySelectorAll('.widget-subarea > *, .jupyter-widgets').length;
-    await until(() => rendered() >= views.length, 20000);
+    await until(() => rendered() >= views.length, 60000);
     r.widgets_rendered = Math.min(rendered(), views.length);
   }
 
@@ -465,7 +465,7 @@ def main(argv=None) -> int:
                 dt.send("Page.navigate", {"url": origin + name + ".html"}, session=session)
                 if not dt.wait_event("Page.loadEventFired", session, 60, seen):
                     problems.append("page did not finish loading in 60 s")
-                r = evaluate(dt, session, PAGE_CHECK_JS, timeout=120)
+                r = evaluate(dt, session, PAGE_CHECK_JS, timeout=300)
                 problems += page_problems(r, is_notebook=r["code_cells"] > 0)
                 for i in range(r["sliders"]):
                     problems += exercise_slider(dt, session, i)
