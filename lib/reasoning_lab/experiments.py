@@ -278,6 +278,9 @@ register(Experiment(
 
 
 def _path_sizes(p: dict) -> None:
+    if p.get("embed_dim", 0) % 2:
+        raise ValueError(f"parameter embed_dim={p['embed_dim']} is not allowed: expected an even number "
+                         "(two vertex embeddings of embed_dim/2 per edge token)")
     if "max_vertices" in p and "max_tune_vertices" in p and p["max_tune_vertices"] > p["max_vertices"]:
         raise ValueError(f"parameter max_tune_vertices={p['max_tune_vertices']} is not allowed: expected at "
                          f"most max_vertices={p['max_vertices']}")
