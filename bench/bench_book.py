@@ -102,6 +102,9 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         out = proc.stdout.read().decode(errors="replace")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        log = (work if args.keep else Path(tempfile.gettempdir())) / f"bench-book-{os.getpid()}.log"
+        if proc.returncode != 0 or args.keep:
+            log.write_text(out)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -110,7 +113,10 @@ def main(argv=None) -> int:
     budget = PER_NOTEBOOK_S * len(in_book) + SPHINX_S
     ok = proc.returncode == 0
     if not ok:
-        print(out[-4000:])
+        # the first execution error (myst-nb prints the failing cell and its exception), then the log's path
+        start = max(0, out.find("Exception encountered at"), out.find("CellExecutionError"))
+        print(out[start:start + 3000])
+        print(f"(full build log: {log})")
     ratio = budget / wall
     rss_ok = peak / 2**30 <= args.max_rss_gib
     print(f"notebooks in the book: {len(in_book)}; cores: {len(cores)} ({','.join(map(str, cores))}); "
