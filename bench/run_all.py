@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     print(header)
     print("-" * len(header))
     for r in rows:
-        ratio = f"{r['ratio']:.1f}x" if isinstance(r["ratio"], (int, float)) else "-"
+        ratio = (f"{r['ratio']:.2f}x" if r["ratio"] < 10 else f"{r['ratio']:.1f}x") \
+            if isinstance(r["ratio"], (int, float)) else "-"
         print(f"{r['name']:<16} {ratio:>9}  {r['target']:<28} {r['status']:<7} {r['seconds']:5.0f}s  {r['compares']}")
         if r["detail"]:
             print(f"{'':<16} {'':>9}  {r['detail']}")
