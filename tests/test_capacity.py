@@ -328,3 +328,47 @@ def test_script_runs_as_two_process_ddp_with_gloo(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["world_size"] == 2 and saved["capacity_bits"] <= saved["dataset_entropy_bits"]
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+# --- probes --------------------------------------------------------------------------------------------
+def test_softmax_probe_fits_separable_data_and_penalty_shrinks_weights():
+    from reasoning_lab.capacity.probes import fit_softmax
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(3, (1, 200), generator=g)
+    X = torch.nn.functional.one_hot(y, 3).float() * 4 + 0.1 * torch.randn(1, 200, 3, generator=g)
+    W = fit_softmax(X.expand(2, -1, -1), y.expand(2, -1), torch.tensor([0.0, 1.0]), 3)
+    logits = torch.bmm(torch.cat([X, torch.ones(1, 200, 1)], -1).expand(2, -1, -1), W)
+    assert (logits[0].argmax(-1) == y[0]).all()
+    assert W[1, :-1].norm() < W[0, :-1].norm()
+
+
+def test_probes_find_the_layer_and_position_that_carry_the_label(small):
+    from reasoning_lab.capacity.probes import POSITIONS, ProbeData, run_probes
+
+    _, _, bank = small
+    g = torch.Generator().manual_seed(1)
+    n, d, C = 240, 6, 4
+    labels = torch.randint(C, (n,), generator=g)
+    feats = torch.randn(3, len(POSITIONS), n, d, generator=g)
+    feats[2, 3, :, :C] += 3 * torch.nn.functional.one_hot(labels, C).float()
+    data = ProbeData(feats, labels, torch.arange(n) // 2, bank.sample_two_hop(n, g), C)
+    res = run_probes(data, l2_grid=(1e-3, 1e-1), folds=2, seed=0)
+    assert res.best() == (2, 3) and float(res.accuracy[2, 3]) > 0.9
+    assert float(res.accuracy[0].max()) < 0.6 and res.unigram_loss == pytest.approx(math.log(C), abs=0.3)
+    assert res.n_train + res.n_test == n
+
+
+def test_probe_collection_labels_the_bridge(small):
+    from reasoning_lab.capacity.probes import collect, model_first_token_loss, test_rows
+
+    _, p, bank = small
+    model = Transformer(llama_config(16, 2, len(p.vocab)))
+    data = collect(model, bank, 100, seed=0)
+    assert data.features.shape[:2] == (3, 5) and data.features.shape[3] == 16
+    assert len(torch.unique(data.pair)) == len(data.pair)               # one row per (person, relation)
+    person, r = data.pair // 4, data.pair % 4
+    assert torch.equal(data.labels, p.first[p.relations[person, r]])
+    assert torch.equal(data.batch.tokens[:, :3], p.name_tokens()[person])
+    own = model_first_token_loss(model, bank, data, test_rows(data))
+    assert own["loss"] > 0 and 0 <= own["accuracy"] <= 1
