@@ -4,5 +4,13 @@ from .entropy import (DatasetEntropy, capacity, capacity_by_subject, dataset_ent
 from .profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
 from .questions import Batch, QuestionBank
 from .sizing import config_for_budget, formula_count, llama_config, original_architecture
-from .train import CapacityConfig, Result, train_capacity
 from .vocab import ATTRIBUTES, RELATIONS, Vocab, make_vocab
+
+
+def __getattr__(name):
+    # the trainer is imported on first use, so ``python -m reasoning_lab.capacity.train`` runs it cleanly
+    if name in ("CapacityConfig", "Result", "train_capacity"):
+        from . import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
