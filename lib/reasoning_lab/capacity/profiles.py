@@ -156,7 +156,11 @@ def load_profiles_jsonl(path: str | Path) -> Profiles:
     lists = {k: sorted({r[k] for r in rows}) for k in ("birth_city", "university", "employer")}
     vocab = Vocab(first=first_list, last=sorted(set(lasts)), years=list(range(y0, y1 + 1)), relations=rels,
                   **lists)
-    index = lambda values, table: torch.tensor([{v: i for i, v in enumerate(table)}[x] for x in values])
+
+    def index(values, table):
+        pos = {v: i for i, v in enumerate(table)}
+        return torch.tensor([pos[x] for x in values], dtype=torch.long)
+
     fi = {v: i for i, v in enumerate(first_list)}
     li = {v: i for i, v in enumerate(vocab.last)}
     t = lambda xs: torch.tensor(xs, dtype=torch.long)
