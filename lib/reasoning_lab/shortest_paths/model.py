@@ -79,8 +79,10 @@ def _group_losses(sq: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split: str, steps: int,
                 batch_size: int, generator: torch.Generator, log: TrainLog | None = None,
-                schedule=None, data_kw: dict | None = None, device="cpu", start_step: int = 0) -> TrainLog:
-    """``steps`` Adam steps on fresh batches of ``split``; ``schedule(step) -> lr`` if given."""
+                schedule=None, data_kw: dict | None = None, device="cpu", start_step: int = 0,
+                grad_clip: float = 0.0) -> TrainLog:
+    """``steps`` Adam steps on fresh batches of ``split``; ``schedule(step) -> lr`` if given;
+    ``grad_clip > 0`` clips the global gradient norm."""
     log = log or TrainLog()
     data_kw = data_kw or {}
     model.train()
@@ -97,6 +99,8 @@ def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split:
         loss = sq.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         log.add(step, float(loss.detach()), _group_losses(sq.detach(), labels))
     log.seconds += time.perf_counter() - t0
