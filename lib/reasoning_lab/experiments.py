@@ -120,11 +120,12 @@ def _position_table(seq_len: Callable[[dict], int]) -> Callable[[dict], None]:
 
 # The original's GPT-2 has a 1024-row position table whatever the sentence length: with it the paper preset
 # has exactly the original's 172,128,768 parameters (tests/test_reversal.py).
-REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024}
+REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024, "threads": 0}
 
 register(Experiment(
     "reversal-curse", "The reversal curse",
-    rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000)},
+    rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
+           "threads": Int(0, 1024)},
     presets={"paper": REVERSAL_CURSE_PAPER},
     checks=(_heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
@@ -309,4 +310,24 @@ register(Experiment(
     checks=(_heads_divide, _path_sizes),
     metrics=("pretrain_loss", "finetune_loss", "test_loss_onpath_small_target", "test_loss_onpath",
              "test_loss_any_small_graphs", "test_loss_any_small_target", "test_loss_any_large", "label_variance"),
+))
+
+
+# --- Part I: reversal with the fact in context, and what breaks the curse ---
+def _icl_sizes(p: dict) -> None:
+    if p["n_a"] + p["n_b"] > p["vocab_size"]:
+        raise ValueError(f"parameter n_a={p['n_a']} is not allowed: expected n_a + n_b <= vocab_size = "
+                         f"{p['vocab_size']} (n_b={p['n_b']})")
+    if int(0.7 * p["n_b"]) < 1:
+        raise ValueError(f"parameter n_b={p['n_b']} is not allowed: expected at least 2 (7 in 10 partners of "
+                         "each A are trained, the rest held out)")
+
+
+register(Experiment(
+    "reversal-in-context", "Reversal in context: A → B ↔ B ← A",
+    rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "n_a": Int(1, 100_000), "n_b": Int(2, 100_000),
+           "max_len": Int(0, 100_000), "threads": Int(0, 1024)},
+    presets={"paper": {**REVERSAL_PAPER, "vocab_size": 400, "n_a": 100, "n_b": 10, "max_len": 1024, "threads": 0}},
+    checks=(_heads_divide, _icl_sizes, _position_table(lambda p: 7)),
+    metrics=("train_prob", "valid_prob", "chance_prob"),
 ))
