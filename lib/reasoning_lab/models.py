@@ -37,6 +37,7 @@ class ModelConfig:
     init_std: float = 0.02
     norm_eps: float | None = None    # default 1e-5 (LayerNorm) / 1e-6 (RMSNorm)
     attn_scale: float | None = None  # default 1/sqrt(head_dim)
+    causal: bool = True              # False: every position attends to the whole sentence (masked-token training)
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -112,7 +113,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, h, C // h).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.cfg.attn_scale,
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal, scale=self.cfg.attn_scale,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
