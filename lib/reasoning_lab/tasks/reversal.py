@@ -9,10 +9,13 @@ training; for each remaining pair a fair coin puts one direction in training and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
-from ..training import SeqData
+from ..models import model_from_params
+from ..runtime import seed_everything
+from ..training import History, SeqData, config_from_params, train
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2
@@ -97,3 +100,140 @@ def make_reversal_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
         sequences(a[vp_b], FORWARD, b[vp_b]),
     ])
     return ReversalData(train, valid, vocab_size + N_RELATIONS, a, b, train_pairs, valid_pairs, forward_seen)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Probing a trained model: logit heat-maps and embedding geometry
+
+
+def query_groups(data: ReversalData) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The four query sets of the heat-maps, as ``(query entities [n, k], relation ids [n], answers [n, k])``.
+
+    ``train_forward`` / ``train_backward``: both directions of the pairs trained both ways;
+    ``valid_seen``: the trained direction of each held-out pair; ``valid_unseen``: its held-out reverse
+    (the validation set). Rows of the two ``valid_*`` groups list the same pairs in the same order: the
+    pairs whose forward sentence was trained first, then those whose backward sentence was.
+    """
+    tp, vp, seen = data.train_pairs, data.valid_pairs, data.valid_forward_seen
+    vf, vb = vp[seen], vp[~seen]
+    n_f, n_b = len(vf), len(vb)
+
+    def rel(kind: int, n: int) -> torch.Tensor:
+        return torch.full((n,), kind, dtype=torch.long)
+
+    return {
+        "train_forward": (data.a[tp], rel(FORWARD, len(tp)), data.b[tp]),
+        "train_backward": (data.b[tp], rel(BACKWARD, len(tp)), data.a[tp]),
+        "valid_seen": (torch.cat([data.a[vf], data.b[vb]]), torch.cat([rel(FORWARD, n_f), rel(BACKWARD, n_b)]),
+                       torch.cat([data.b[vf], data.a[vb]])),
+        "valid_unseen": (torch.cat([data.b[vf], data.a[vb]]), torch.cat([rel(BACKWARD, n_f), rel(FORWARD, n_b)]),
+                         torch.cat([data.a[vf], data.b[vb]])),
+    }
+
+
+@torch.no_grad()
+def score_matrix(model: torch.nn.Module, prefixes: torch.Tensor, answers: torch.Tensor, score: str = "logit",
+                 batch_size: int = 4096) -> torch.Tensor:
+    """``[n, m]`` matrix: how strongly the model continues prefix ``i`` with answer entity ``j``.
+
+    ``score="logit"``: the next-token logit of the first token of answer ``j`` after prefix ``i`` (what the
+    original heat-maps show). ``score="logprob"``: ``log p(answer j | prefix i)`` summed over all its tokens
+    (teacher forcing), which is the right score for entities longer than one token.
+    """
+    if score not in ("logit", "logprob"):
+        raise ValueError(f"score={score!r} is not allowed: expected 'logit' or 'logprob'")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    prefixes, answers = prefixes.to(device), answers.to(device)
+    n, m = len(prefixes), len(answers)
+    if score == "logit":
+        out = model(prefixes)[:, -1, :].float()[:, answers[:, 0]]
+    else:
+        P, k = prefixes.shape[1], answers.shape[1]
+        rows = torch.cat([prefixes.repeat_interleave(m, 0), answers.repeat(n, 1)], dim=1)   # [n*m, P+k]
+        parts = []
+        for start in range(0, len(rows), batch_size):
+            x = rows[start:start + batch_size]
+            logp = torch.log_softmax(model(x[:, :-1]).float(), -1)[:, P - 1:]              # predicts answers
+            parts.append(logp.gather(-1, x[:, P:, None]).squeeze(-1).sum(-1))
+        out = torch.cat(parts).view(n, m)
+    model.train(was_training)
+    return out.cpu()
+
+
+def logit_matrices(model: torch.nn.Module, data: ReversalData, view: str = "relation",
+                   score: str = "logit") -> dict[str, torch.Tensor]:
+    """The four heat-map matrices ``M[i, j]`` = score of answer ``j`` for query ``i`` (diagonal = right answer).
+
+    ``view="relation"`` reads the prediction after ``query entity, relation token`` — the position the loss
+    trains and the question the model is asked. ``view="first"`` reproduces the original's heat-maps: the
+    prediction at position 0, i.e. after the first token of the query entity alone (no relation token).
+    That output conditions on one token and receives no loss when the loss is on the last entity only.
+    """
+    if view not in ("relation", "first"):
+        raise ValueError(f"view={view!r} is not allowed: expected 'relation' or 'first'")
+    out = {}
+    for name, (query, rel, answer) in query_groups(data).items():
+        prefix = torch.cat([query, rel[:, None]], 1) if view == "relation" else query[:, :1]
+        out[name] = score_matrix(model, prefix, answer, score)
+    return out
+
+
+def diagonal_accuracy(matrix: torch.Tensor) -> float:
+    """Fraction of rows whose largest entry is on the diagonal (ties count as misses)."""
+    M = torch.as_tensor(matrix)
+    diag = M.diagonal()
+    others = M.clone()
+    others.fill_diagonal_(float("-inf"))
+    return (diag > others.max(1).values).float().mean().item()
+
+
+def embedding_token_ids(data: ReversalData) -> torch.Tensor:
+    """Rows for the cosine map: the two relation tokens, then the A alphabet, then the B alphabet."""
+    return torch.cat([torch.tensor([FORWARD, BACKWARD]), torch.unique(data.a), torch.unique(data.b)])
+
+
+def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """``[n, n]`` cosine similarities of the rows of ``vectors`` (zero rows give 0)."""
+    v = torch.as_tensor(vectors).detach().float().cpu()
+    unit = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return unit @ unit.T
+
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square matrix, flattened."""
+    M = torch.as_tensor(matrix)
+    return M[~torch.eye(len(M), dtype=torch.bool)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# One training run from a notebook's parameters
+
+
+@dataclass
+class Fit:
+    model: torch.nn.Module
+    history: History
+    init_embedding: torch.Tensor   # input token embeddings before training (a copy, on the CPU)
+
+
+def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int, seed: int, device,
+        checkpoint=None, desc: str | None = None, **overrides) -> Fit:
+    """Build the notebook's transformer (``p``: parameters namespace or dict; ``overrides`` replace entries,
+    e.g. ``weight_decay=1.0``), seed it with ``seed``, train it and return it with its history.
+
+    The absolute-position table has ``p.max_len`` rows, or just the sequence length when that is 0/absent.
+    """
+    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
+    seq_len = train_data.tokens.shape[1]
+    max_len = params.get("max_len") or seq_len
+    if max_len < seq_len:
+        raise ValueError(f"parameter max_len={max_len} is not allowed: expected 0 or at least the sequence "
+                         f"length {seq_len}")
+    seed_everything(seed)
+    model = model_from_params(params, vocab_size, max_len=max_len)
+    init = model.tok_emb.weight.detach().clone().cpu()
+    cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
+    history = train(model, train_data, cfg, eval_splits)
+    return Fit(model, history, init)

@@ -1,0 +1,106 @@
+"""Training sets that try to break the reversal curse, built on the data of :mod:`.reversal`.
+
+Every method keeps the held-out questions exactly as they are (the reverse sentence with its original
+relation token) and changes only what the model is trained on, or how:
+
+* ``reversed_copies`` — every training sentence ``X r Y`` is also given reversed, ``Y r' X``, under a NEW
+  relation token ``r'`` (one per direction) that never occurs in a question (reverse training,
+  Golovneva et al. 2024). A held-out pair gains ``Bᵢ ⇐ Aᵢ``, never the ``Bᵢ ← Aᵢ`` it is asked about.
+* ``identity_bridge`` — every entity is stated equal to itself under the relation whose answers are of its
+  class: ``Aᵢ ← Aᵢ`` and ``Bᵢ → Bᵢ`` (identity bridge, Ma et al. 2026). No sentence pairs Aᵢ with Bᵢ.
+* ``identity_neutral`` — the same identities under a new token ``Eᵢ = Eᵢ`` instead.
+
+New relation tokens get the ids just past the data's vocabulary, so entity ids do not move.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from ..masked import train_masked
+from ..models import model_from_params
+from ..runtime import seed_everything
+from ..training import SeqData, config_from_params
+from .reversal import BACKWARD, FORWARD, Fit, ReversalData, fit, sequences
+
+
+def split_sentences(seq: SeqData, word_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(left entities [N, k], relation ids [N], right entities [N, k])`` of sentences ``X r Y``."""
+    k = word_size
+    return seq.tokens[:, :k], seq.tokens[:, k], seq.tokens[:, k + 1:]
+
+
+def reversed_copies(data: ReversalData, word_size: int) -> tuple[SeqData, int]:
+    """``Y r' X`` for every training sentence ``X r Y``; ``r' = vocab_size + r``. Returns the sentences
+    and the number of new tokens (2)."""
+    left, rel, right = split_sentences(data.train, word_size)
+    new_rel = data.vocab_size + rel
+    tokens = torch.cat([right, new_rel[:, None], left], dim=1)
+    answer = torch.zeros_like(tokens, dtype=torch.bool)
+    answer[:, word_size + 1:] = True
+    return SeqData(tokens, answer), 2
+
+
+def identity_sentences(data: ReversalData, neutral: bool = False) -> tuple[SeqData, int]:
+    """Identities for every entity: ``Aᵢ ← Aᵢ`` and ``Bᵢ → Bᵢ``, or ``Eᵢ = Eᵢ`` with a new token ``=``
+    (``neutral=True``). Returns the sentences and the number of new tokens (0 or 1)."""
+    if neutral:
+        entities = torch.cat([data.a, data.b])
+        return sequences(entities, data.vocab_size, entities), 1
+    return SeqData.cat([sequences(data.a, BACKWARD, data.a), sequences(data.b, FORWARD, data.b)]), 0
+
+
+DATA_METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral")
+
+
+def training_set(data: ReversalData, method: str, word_size: int) -> tuple[SeqData, int]:
+    """The training sentences of ``method`` and the model's vocabulary size."""
+    if method not in DATA_METHODS:
+        raise ValueError(f"method={method!r} is not allowed: expected one of {', '.join(DATA_METHODS)}")
+    if method == "baseline":
+        return data.train, data.vocab_size
+    if method == "reversed_copies":
+        extra, new = reversed_copies(data, word_size)
+    else:
+        extra, new = identity_sentences(data, neutral=method == "identity_neutral")
+    return SeqData.cat([data.train, extra]), data.vocab_size + new
+
+
+# ---------------------------------------------------------------------------------------------------
+# One training run per method
+
+
+METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral", "masked", "weight_decay", "tied")
+
+
+def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint=None) -> Fit:
+    """Train one model of ``method`` on ``data`` with the notebook's parameters ``p`` and evaluate it on the
+    original training sentences and the held-out reverse questions.
+
+    ``weight_decay`` uses ``p.strong_weight_decay``; ``tied`` ties the output layer to the input embeddings;
+    ``masked`` trains a bidirectional model with MLM-U for ``p.masked_epochs`` at ``p.masked_lr`` and asks
+    each question with the answer entity masked.
+    """
+    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p))}
+    splits = {"train": data.train, "valid": data.valid}
+    desc = f"{method}, seed {seed}"
+    if method in DATA_METHODS:
+        train_data, vocab = training_set(data, method, params["word_size"])
+        return fit(params, train_data, splits, vocab, seed, device, checkpoint, desc)
+    if method == "weight_decay":
+        return fit(params, data.train, splits, data.vocab_size, seed, device, checkpoint, desc,
+                   weight_decay=params["strong_weight_decay"])
+    if method == "tied":
+        return fit(params, data.train, splits, data.vocab_size, seed, device, checkpoint, desc, tie_embeddings=True)
+    if method == "masked":
+        params.update(epochs=params["masked_epochs"], lr=params["masked_lr"])
+        mask_id = data.vocab_size                                  # one new token: [MASK]
+        seed_everything(seed)
+        model = model_from_params(params, data.vocab_size + 1, max_len=params.get("max_len") or
+                                  data.train.tokens.shape[1])
+        model.cfg.causal = False
+        init = model.tok_emb.weight.detach().clone().cpu()
+        cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
+        return Fit(model, train_masked(model, data.train, cfg, mask_id, splits), init)
+    raise ValueError(f"method={method!r} is not allowed: expected one of {', '.join(METHODS)}")

@@ -1,0 +1,169 @@
+"""Reversal-curse data, probes, the paper preset's size, and the curse itself at tiny scale."""
+import math
+
+import pytest
+import torch
+
+import reasoning_lab as lab
+from reasoning_lab import experiments
+from reasoning_lab.models import ModelConfig, Transformer, count_params
+from reasoning_lab.tasks import reversal as rv
+from reasoning_lab.tasks.reversal_icl import make_reversal_icl_data
+from reasoning_lab.training import TrainConfig, answer_logprobs, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _facts(seq: lab.SeqData, k: int) -> set[tuple]:
+    return {tuple(r) for r in seq.tokens.tolist()}
+
+
+# --------------------------------------------------------------------------------------------- data
+
+@pytest.mark.parametrize("word_size,n_pairs,n_train,n_valid", [(1, 200, 340, 60), (2, 400, 680, 120)])
+def test_reversal_data_counts_and_split(word_size, n_pairs, n_train, n_valid):
+    d = rv.make_reversal_data(800, word_size, seed=3)
+    assert d.n_pairs == n_pairs and len(d.train) == n_train and len(d.valid) == n_valid
+    assert len(d.train_pairs) == round(0.7 * n_pairs) and d.vocab_size == 802
+    assert d.chance_prob == pytest.approx(1 / n_pairs)
+    # disjoint alphabets of V/4 tokens each, shifted past the two relation tokens
+    a_alpha, b_alpha = set(d.a.flatten().tolist()), set(d.b.flatten().tolist())
+    assert not a_alpha & b_alpha and len(a_alpha) <= 200 and len(b_alpha) <= 200
+    assert min(a_alpha | b_alpha) >= 2 and max(a_alpha | b_alpha) < 802
+    # entities are distinct words
+    assert len({tuple(r) for r in d.a.tolist()}) == n_pairs == len({tuple(r) for r in d.b.tolist()})
+    # every held-out sentence is the reverse of a trained one, and never itself trained
+    train, valid = _facts(d.train, word_size), _facts(d.valid, word_size)
+    assert not train & valid
+    k = word_size
+    for row in valid:
+        left, rel, right = row[:k], row[k], row[k + 1:]
+        assert right + (1 - rel,) + left in train
+    assert d.valid.answer.sum(1).eq(k).all() and d.valid.answer[:, k + 1:].all()
+
+
+def test_reversal_data_is_deterministic():
+    a, b = rv.make_reversal_data(400, 2, seed=5), rv.make_reversal_data(400, 2, seed=5)
+    assert torch.equal(a.train.tokens, b.train.tokens) and torch.equal(a.valid.tokens, b.valid.tokens)
+    assert not torch.equal(a.train.tokens, rv.make_reversal_data(400, 2, seed=6).train.tokens)
+
+
+def test_icl_data():
+    d = make_reversal_icl_data(400, 100, 10, seed=1)
+    assert len(d.train) == 700 and len(d.valid) == 300 and d.vocab_size == 403
+    assert d.chance_prob == pytest.approx(0.01)
+    t = d.train.tokens
+    # A 0 B 2 B 1 A, answer = the last token
+    assert (t[:, 1] == 0).all() and (t[:, 3] == 2).all() and (t[:, 5] == 1).all()
+    assert torch.equal(t[:, 0], t[:, 6]) and torch.equal(t[:, 2], t[:, 4])
+    assert d.train.answer[:, -1].all() and d.train.answer.sum() == 700
+    # per A token: 7 partners in training, the other 3 held out, all 10 distinct
+    for a in d.a.tolist()[:10]:
+        tb = set(t[t[:, 0] == a, 2].tolist())
+        vb = set(d.valid.tokens[d.valid.tokens[:, 0] == a, 2].tolist())
+        assert len(tb) == 7 and len(vb) == 3 and not tb & vb and tb | vb == set(d.b.tolist())
+    assert torch.equal(t, make_reversal_icl_data(400, 100, 10, seed=1).train.tokens)
+
+
+# --------------------------------------------------------------------------------------------- probes
+
+def _tiny_model(vocab, max_len=3, seed=0):
+    torch.manual_seed(seed)
+    return Transformer(ModelConfig(vocab_size=vocab, n_layers=1, n_heads=2, d_model=16, max_len=max_len)).eval()
+
+
+def test_logit_matrices_shapes_and_values():
+    d = rv.make_reversal_data(80, 1, seed=0)            # 20 pairs: 14 trained both ways, 6 held out
+    model = _tiny_model(d.vocab_size)
+    mats = rv.logit_matrices(model, d, view="relation")
+    assert {k: tuple(v.shape) for k, v in mats.items()} == {
+        "train_forward": (14, 14), "train_backward": (14, 14), "valid_seen": (6, 6), "valid_unseen": (6, 6)}
+    q, rel, ans = rv.query_groups(d)["train_forward"]
+    with torch.no_grad():
+        direct = model(torch.cat([q, rel[:, None]], 1))[:, -1][:, ans[:, 0]]
+        first = model(q[:, :1])[:, 0][:, ans[:, 0]]
+    assert torch.allclose(mats["train_forward"], direct)
+    assert torch.allclose(rv.logit_matrices(model, d, view="first")["train_forward"], first)
+    # the unseen-direction questions are exactly the validation set, in order
+    q, rel, ans = rv.query_groups(d)["valid_unseen"]
+    assert torch.equal(torch.cat([q, rel[:, None], ans], 1), d.valid.tokens)
+
+
+def test_logprob_scores_match_answer_logprobs():
+    d = rv.make_reversal_data(40, 2, seed=1)
+    model = _tiny_model(d.vocab_size, max_len=5)
+    M = rv.logit_matrices(model, d, view="relation", score="logprob")["valid_unseen"]
+    assert torch.allclose(M.diagonal(), answer_logprobs(model, d.valid)["whole"], atol=1e-5)
+    assert (M <= 0).all()
+
+
+def test_diagonal_accuracy_and_cosines():
+    M = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 2.0], [0.0, 5.0, 5.0]])
+    assert rv.diagonal_accuracy(M) == pytest.approx(1 / 3)    # row 0 only (row 2 is a tie)
+    v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
+    C = rv.cosine_matrix(v)
+    s = 1 / math.sqrt(2)
+    assert torch.allclose(C, torch.tensor([[1.0, s, 0.0], [s, 1.0, -s], [0.0, -s, 1.0]]), atol=1e-6)
+    assert sorted(rv.off_diagonal(C).tolist()) == pytest.approx(sorted([s, 0.0, s, -s, 0.0, -s]))
+    d = rv.make_reversal_data(800, 1, seed=0)
+    ids = rv.embedding_token_ids(d)
+    assert len(ids) == 402 and ids[:2].tolist() == [0, 1] and len(set(ids.tolist())) == 402
+
+
+def test_random_embeddings_are_nearly_orthogonal():
+    """The init baseline of the cosine plot: rows of N(0, 0.02²) in d dims have cosine std ≈ 1/sqrt(d)."""
+    g = torch.Generator().manual_seed(0)
+    for d in (64, 768):
+        C = rv.cosine_matrix(torch.randn(400, d, generator=g) * 0.02)
+        assert rv.off_diagonal(C).std().item() == pytest.approx(1 / math.sqrt(d), rel=0.05)
+
+
+# --------------------------------------------------------------------------------------------- presets
+
+def test_paper_preset_matches_the_original_parameter_count():
+    """The original: HF GPT-2, vocab 800 + 2 relation tokens, d=768, 24 layers, a 1024-row position table
+    and (through a subclassing bug) an untied output layer: 172,128,768 parameters."""
+    p = experiments.get("reversal-curse").resolve("paper")
+    V, d, L = p["vocab_size"] + 2, p["embed_dim"], p["n_layers"]
+    assert (V, d, L, p["n_heads"], p["max_len"], p["tie_embeddings"]) == (802, 768, 24, 12, 1024, False)
+    original = V * d + 1024 * d + L * (12 * d * d + 13 * d) + 2 * d + V * d
+    assert original == 172_128_768
+    cfg = ModelConfig(vocab_size=V, n_layers=L, n_heads=p["n_heads"], d_model=d, max_len=p["max_len"],
+                      tie_embeddings=p["tie_embeddings"], dropout=p["dropout"])
+    assert count_params(cfg)["total"] == original
+    with torch.device("meta"):
+        assert Transformer(cfg).num_params() == original
+    # without the 1024-row table (max_len = sentence length) the model is 3 rows of 768 short of 1024
+    assert count_params(ModelConfig(**{**cfg.to_dict(), "max_len": 3, "d_ff": None}))["total"] \
+        == original - 1021 * d
+
+
+def test_bad_max_len_is_refused():
+    with pytest.raises(ValueError, match="max_len=4"):
+        experiments.get("reversal-curse").resolve("default", {"word_size": 2, "max_len": 4})
+
+
+# --------------------------------------------------------------------------------------------- the curse
+
+@pytest.mark.parametrize("word_size", [1, 2, 3])
+@pytest.mark.parametrize("pos", ["none", "absolute", "rotary"])
+def test_the_curse_holds(pos, word_size):
+    """Tiny models learn every training sentence and stay at or below chance on the reversed ones.
+
+    Two layers: with no positional encoding one layer sees the query entity as a bag of tokens, and two
+    entities that are permutations of each other cannot be told apart."""
+    d = rv.make_reversal_data(40, word_size, seed=0)       # alphabets of 10 tokens; 10 or 20 pairs
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=d.vocab_size, n_layers=2, n_heads=2, d_model=32,
+                                    max_len=2 * word_size + 1, pos_encoding=pos))
+    cfg = TrainConfig(epochs=300, batch_size=len(d.train), lr=0.01, eval_every=300, progress=False)
+    h = train(model, d.train, cfg, {"train": d.train, "valid": d.valid})
+    assert h.last("train_prob") >= 0.99, h.last("train_prob")
+    assert h.last("valid_prob") <= d.chance_prob, (h.last("valid_prob"), d.chance_prob)
