@@ -74,7 +74,7 @@ class AnswerLoss(nn.Module):
 
 
 @torch.no_grad()
-def question_losses(model: nn.Module, batch: Batch, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+def question_losses(model: nn.Module, batch: Batch, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Per question: summed answer NLL (nats) and exact match of the greedy answer (teacher-forced)."""
     was = model.training
     model.eval()
