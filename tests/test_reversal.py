@@ -167,3 +167,86 @@ def test_the_curse_holds(pos, word_size):
     h = train(model, d.train, cfg, {"train": d.train, "valid": d.valid})
     assert h.last("train_prob") >= 0.99, h.last("train_prob")
     assert h.last("valid_prob") <= d.chance_prob, (h.last("valid_prob"), d.chance_prob)
+
+
+# --------------------------------------------------------------------------------------------- fixes
+
+def test_reversed_copies_never_state_a_question():
+    from reasoning_lab.tasks import reversal_fixes as fx
+    d = rv.make_reversal_data(80, 2, seed=2)
+    train, vocab = fx.training_set(d, "reversed_copies", 2)
+    assert vocab == d.vocab_size + 2 and len(train) == 2 * len(d.train)
+    copies = train.tokens[len(d.train):]
+    # X r Y  ->  Y r' X with r' = vocab + r
+    assert torch.equal(copies[:, :2], d.train.tokens[:, 3:]) and torch.equal(copies[:, 3:], d.train.tokens[:, :2])
+    assert torch.equal(copies[:, 2], d.vocab_size + d.train.tokens[:, 2])
+    assert not _facts(train, 2) & _facts(d.valid, 2)
+    assert train.answer[len(d.train):, 3:].all() and not train.answer[len(d.train):, :3].any()
+
+
+def test_identity_sentences():
+    from reasoning_lab.tasks import reversal_fixes as fx
+    d = rv.make_reversal_data(80, 1, seed=0)
+    typed, vocab = fx.training_set(d, "identity_bridge", 1)
+    extra = typed.tokens[len(d.train):]
+    assert vocab == d.vocab_size and len(extra) == 2 * d.n_pairs
+    assert torch.equal(extra[:, 0], extra[:, 2])
+    a_ids = set(d.a.flatten().tolist())
+    # A entities under "←" (token 1), B entities under "→" (token 0)
+    assert all((row[1] == 1) == (row[0] in a_ids) for row in extra.tolist())
+    neutral, vocab = fx.training_set(d, "identity_neutral", 1)
+    assert vocab == d.vocab_size + 1 and (neutral.tokens[len(d.train):, 1] == d.vocab_size).all()
+    assert not _facts(typed, 1) & _facts(d.valid, 1) and not _facts(neutral, 1) & _facts(d.valid, 1)
+    with pytest.raises(ValueError, match="method='nope'"):
+        fx.training_set(d, "nope", 1)
+
+
+def test_uniform_masks():
+    from reasoning_lab.masked import uniform_masks
+    m = uniform_masks(20000, 3, torch.Generator().manual_seed(0))
+    assert m.any(1).all()
+    # r ~ U(0,1): the number masked out of T is uniform on {0..T}; the empty rows get one position
+    counts = torch.bincount(m.sum(1), minlength=4).float() / len(m)
+    assert counts[2].item() == pytest.approx(0.25, abs=0.02) and counts[3].item() == pytest.approx(0.25, abs=0.02)
+    assert counts[1].item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_masked_training_learns_and_scores_masked_answers():
+    from reasoning_lab.masked import masked_answer_logprobs, train_masked
+    d = rv.make_reversal_data(40, 1, seed=0)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=d.vocab_size + 1, n_layers=1, n_heads=2, d_model=32, max_len=3,
+                                    causal=False))
+    with torch.no_grad():   # bidirectional: the first position sees the last token
+        x = d.train.tokens[:4]
+        y = x.clone()
+        y[:, 2] = (y[:, 2] + 1) % d.vocab_size
+        assert not torch.allclose(model(x)[:, 0], model(y)[:, 0])
+    h = train_masked(model, d.train, TrainConfig(epochs=400, batch_size=len(d.train), lr=0.01, eval_every=400,
+                                                 progress=False), d.vocab_size, {"train": d.train})
+    assert h.last("train_prob") > 0.5
+    lp = masked_answer_logprobs(model, d.train, d.vocab_size)["whole"]
+    assert lp.exp().mean().item() == pytest.approx(h.last("train_prob"), rel=1e-5)
+    with pytest.raises(ValueError, match="causal=False"):
+        train_masked(_tiny_model(d.vocab_size + 1), d.train, TrainConfig(epochs=1, progress=False), d.vocab_size)
+
+
+@pytest.mark.parametrize("pos", ["absolute", "rotary"])
+def test_attention_weights_reproduce_the_block(pos):
+    from reasoning_lab.attention import attention_weights
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=30, n_layers=2, n_heads=2, d_model=16, max_len=7,
+                                    pos_encoding=pos)).eval()
+    tokens = torch.randint(0, 30, (5, 7))
+    att = attention_weights(model, tokens)
+    assert att.shape == (2, 5, 2, 7, 7)
+    assert torch.allclose(att.sum(-1), torch.ones(2, 5, 2, 7), atol=1e-5)
+    assert (att.triu(1) == 0).all()
+    # attention output rebuilt from the weights equals the block's own attention output
+    block, x = model.blocks[0], model.hidden_states(tokens)[0]
+    h = block.norm1(x)
+    _, _, v = block.attn.qkv(h).view(5, 7, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    rope = (model.rope_cos[:7], model.rope_sin[:7]) if pos == "rotary" else None
+    with torch.no_grad():
+        rebuilt = block.attn.proj((att[0] @ v).transpose(1, 2).reshape(5, 7, 16))
+        assert torch.allclose(rebuilt, block.attn(h, rope), atol=1e-5)
