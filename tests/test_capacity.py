@@ -372,3 +372,11 @@ def test_probe_collection_labels_the_bridge(small):
     assert torch.equal(data.batch.tokens[:, :3], p.name_tokens()[person])
     own = model_first_token_loss(model, bank, data, test_rows(data))
     assert own["loss"] > 0 and 0 <= own["accuracy"] <= 1
+
+
+def test_capacity_parts_split_facts_and_selection():
+    ent = E.dataset_entropy(_tiny_profiles(), "optimal")
+    zero = {s: 0.0 for s in ent.subjects}
+    parts = E.capacity_parts(zero, ent)
+    assert parts["facts"] == pytest.approx(4 * ent.per_profile) and parts["selection"] == pytest.approx(ent.selection)
+    assert E.capacity_parts(dict(ent.H), ent) == pytest.approx({"facts": 0.0, "selection": ent.selection})

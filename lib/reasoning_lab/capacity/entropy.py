@@ -192,3 +192,10 @@ def two_hop_capacity_by_subject(losses_bits: dict[str, float], ent: DatasetEntro
 def two_hop_capacity(losses_bits: dict[str, float], ent: DatasetEntropy, scheme: str = "big-hash",
                      clamp: bool = True) -> float:
     return sum(two_hop_capacity_by_subject(losses_bits, ent, scheme, clamp).values())
+
+
+def capacity_parts(losses_bits: dict[str, float], ent: DatasetEntropy) -> dict[str, float]:
+    """Capacity split into per-person facts, $\\sum_s N\\max(0, H_s - L_s)$, and the credited selection terms
+    (which names and dates exist)."""
+    facts = sum(max(0.0, ent.n * (ent.H[s] - losses_bits[s])) for s in ent.subjects)
+    return {"facts": facts, "selection": capacity(losses_bits, ent) - facts}

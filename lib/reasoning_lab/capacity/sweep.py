@@ -11,7 +11,8 @@ import torch
 
 from ..models import Transformer, count_params
 from ..runtime import write_text
-from .entropy import (DatasetEntropy, capacity, capacity_by_subject, dataset_entropy, two_hop_capacity)
+from .entropy import (DatasetEntropy, capacity, capacity_by_subject, capacity_parts, dataset_entropy,
+                      two_hop_capacity)
 from .questions import QuestionBank
 from .sizing import config_for_budget, formula_count
 from .train import CapacityConfig, Result, train_capacity
@@ -56,6 +57,8 @@ def model_row(model: Transformer, res: Result, bank: QuestionBank, schemes: dict
            "onehop_loss_nats": res.final["train_onehop_loss"], "onehop_accuracy": res.final["train_onehop_acc"]}
     cap = capacity(losses, ent)
     row.update(capacity_bits=cap, bits_per_param=cap / P, dataset_entropy_bits=ent.one_hop)
+    parts = capacity_parts(losses, ent)
+    row.update(capacity_facts_bits=parts["facts"], capacity_selection_bits=parts["selection"])
     for name, e in schemes.items():
         row[f"capacity_{name}"] = capacity(losses, e)
         row[f"capacity_{name}_unclamped"] = capacity(losses, e, clamp=False)
@@ -70,6 +73,11 @@ def model_row(model: Transformer, res: Result, bank: QuestionBank, schemes: dict
         row["two_hop_loss_nats"] = res.final["train_twohop_loss"]
         row["heldout_triples_loss_nats"] = res.final["eval_triples_loss"]
     return row
+
+
+def rows_parts(rows: list[dict], ent: DatasetEntropy) -> list[dict[str, float]]:
+    """Facts / selection split of saved rows (from their per-subject losses)."""
+    return [capacity_parts({s: r[f"loss_bits_{s}"] for s in ent.subjects}, ent) for r in rows]
 
 
 def entropies(profiles, schemes=("optimal", "enumerate", "independent")) -> dict[str, DatasetEntropy]:
