@@ -214,6 +214,9 @@ def _capacity_checks(p: dict) -> None:
 
     if p["relations"] not in (4, 17):
         raise ValueError(f"parameter relations={p['relations']} is not allowed: expected 4 or 17")
+    if "embed_dim" in p and p["embed_dim"] % 16:
+        raise ValueError(f"parameter embed_dim={p['embed_dim']} is not allowed: expected a multiple of 16 "
+                         "(the head size)")
     names = p["n_first_names"] ** 2 * p["n_last_names"]
     if names < 2 * p["n_profiles"]:
         raise ValueError(f"parameter n_profiles={p['n_profiles']} is not allowed: expected at most half the "
