@@ -380,3 +380,17 @@ def test_capacity_parts_split_facts_and_selection():
     parts = E.capacity_parts(zero, ent)
     assert parts["facts"] == pytest.approx(4 * ent.per_profile) and parts["selection"] == pytest.approx(ent.selection)
     assert E.capacity_parts(dict(ent.H), ent) == pytest.approx({"facts": 0.0, "selection": ent.selection})
+
+
+def test_experiment_parameters_are_validated():
+    from reasoning_lab import experiments
+
+    exp = experiments.get("capacity")
+    assert exp.resolve("cpu-full")["n_profiles"] == 2000
+    for bad, match in (({"relations": 5}, "relations=5"), ({"budgets": [5000]}, "budgets"),
+                       ({"n_profiles": 10**6, "n_first_names": 2, "n_last_names": 2}, "n_profiles"),
+                       ({"name_scheme": "binomial"}, "name_scheme")):
+        with pytest.raises(ValueError, match=match):
+            exp.resolve("default", bad)
+    with pytest.raises(ValueError, match="embed_dim=50"):
+        experiments.get("capacity-probes").resolve("default", {"embed_dim": 50})
