@@ -250,3 +250,21 @@ def test_attention_weights_reproduce_the_block(pos):
     with torch.no_grad():
         rebuilt = block.attn.proj((att[0] @ v).transpose(1, 2).reshape(5, 7, 16))
         assert torch.allclose(rebuilt, block.attn(h, rope), atol=1e-5)
+
+
+def test_fit_method_runs_every_method():
+    from reasoning_lab.tasks import reversal_fixes as fx
+    d = rv.make_reversal_data(40, 1, seed=0)
+    p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
+             freeze_embeddings=False, epochs=2, batch_size=64, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
+             loss_whole_sequence=False, word_size=1, max_len=0, strong_weight_decay=1.0, masked_epochs=2,
+             masked_lr=0.003)
+    for m in fx.METHODS:
+        f = fx.fit_method(p, d, m, seed=0, device="cpu")
+        assert 0.0 <= f.history.last("valid_prob") <= 1.0 and len(f.history["epoch"]) == 2
+        assert (f.model.head.weight is f.model.tok_emb.weight) == (m == "tied")
+        assert f.model.cfg.causal == (m != "masked")
+        extra = {"reversed_copies": 2, "identity_neutral": 1, "masked": 1}.get(m, 0)
+        assert f.model.cfg.vocab_size == d.vocab_size + extra
+    with pytest.raises(ValueError, match="method='nope'"):
+        fx.fit_method(p, d, "nope", seed=0, device="cpu")
