@@ -142,8 +142,10 @@ class Block(nn.Module):
         self.norm2, self.mlp = _norm(cfg), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None):
+    def forward(self, x, rope=None, index=None):
         x = x + self.drop(self.attn(self.norm1(x), rope))
+        if index is not None:  # keep only the rows [B, K] asked for: the MLP runs on those alone
+            x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -187,7 +189,7 @@ class Transformer(nn.Module):
         """Residual stream after the embedding and after every block (``n_layers + 1`` tensors)."""
         return self._run(tokens, keep=True)[1]
 
-    def _run(self, tokens, keep=False):
+    def _run(self, tokens, keep=False, index=None):
         T = tokens.shape[1]
         if T > self.cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={self.cfg.max_len}")
@@ -197,14 +199,20 @@ class Transformer(nn.Module):
         x = self.drop(x)
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.cfg.pos_encoding == "rotary" else None
         states = [x] if keep else None
-        for block in self.blocks:
-            x = block(x, rope)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # With ``index`` only those rows are scored: the last block still attends over every position
+            # but runs its MLP, and the output layer, on the scored rows alone.
+            x = block(x, rope, index if i == last and not keep else None)
             if keep:
                 states.append(x)
+        if index is not None and (keep or not self.blocks):
+            x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.head(self.norm_f(x)), states
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._run(tokens)[0]
+    def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab]``; with ``index`` ``[B, K]`` (positions per row) only those, ``[B, K, vocab]``."""
+        return self._run(tokens, index=index)[0]
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Exact count of distinct parameters; ``non_embedding`` drops token/position tables and the head."""

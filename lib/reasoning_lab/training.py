@@ -5,6 +5,12 @@ Data is a :class:`SeqData`: equal-length token rows plus a boolean mask of the *
 entity the model is asked for). The loss is taken on the answer tokens, or on every next-token
 prediction with ``loss_whole_sequence=True``. Evaluation reports, per split, the log-probability of the
 whole answer entity (sum over its tokens) and of its first token.
+
+Only the scored positions go through the output layer (:func:`loss_positions`, ``Transformer(index=)``):
+with one answer token per sentence that is most of the output-layer work saved. On CUDA the step can be
+compiled (``compile=True`` or a ``torch.compile`` mode); with a CUDA-graph mode (``"reduce-overhead"``)
+every batch has the same shape: the last, partial batch is padded with rows of weight zero, which changes
+neither the loss nor the gradient (``static_batches``).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .models import Transformer
 from .runtime import progress, torch_save
 
 
@@ -71,7 +78,11 @@ class TrainConfig:
     seed: int = 0
     device: str | torch.device = "cpu"
     bf16: bool = True                # autocast to bfloat16 on CUDA (ignored on CPU)
-    compile: bool = False            # torch.compile on CUDA (ignored on CPU)
+    compile: bool | str = False      # torch.compile on CUDA (ignored on CPU); a string is the mode, e.g.
+                                     # "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs"
+    static_batches: bool | None = None  # pad the last batch to batch_size with zero-weight rows;
+                                        # None = only when compiling on CUDA (fixed shapes, no recompiles)
+    fused: bool | None = None        # fused AdamW kernel (one pass over all tensors); None = on CPU and CUDA
     checkpoint_path: str | Path | None = None
     checkpoint_every: int = 0        # epochs; 0 = only at the end (when a path is given)
     progress: bool | None = None     # None = automatic (bar when interactive, silent in builds)
@@ -101,6 +112,37 @@ class History:
         return self.data.keys()
 
 
+def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The True positions of each row of ``mask`` [N, P], in order, left-aligned: ``(index, weight)``, both
+    [N, K] with K the largest count in a row (at least 1); padding entries have weight False."""
+    k = max(1, int(mask.sum(1).max())) if mask.shape[0] else 1
+    index = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+    return index, mask.gather(1, index)
+
+
+def logits_at(model: torch.nn.Module, tokens: torch.Tensor, index: torch.Tensor | None,
+              forward: Callable | None = None) -> torch.Tensor:
+    """Logits at positions ``index`` [B, K] of each row (all positions when None): [B, K, vocab].
+
+    Our :class:`Transformer` computes the output layer only there; any other module is run in full and
+    gathered. ``forward`` is a compiled wrapper of ``model`` to call instead of it.
+    """
+    forward = model if forward is None else forward
+    if index is None:
+        return forward(tokens)
+    if isinstance(model, Transformer):
+        return forward(tokens, index=index)
+    logits = forward(tokens)
+    return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the entries with nonzero ``weight`` (logits [B, K, V], targets/weight [B, K])."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    w = weight.flatten().to(ce.dtype)
+    return (ce * w).sum() / w.sum().clamp_min(1.0)
+
+
 @torch.no_grad()
 def answer_logprobs(model: torch.nn.Module, data: SeqData, batch_size: int = 2048) -> dict[str, torch.Tensor]:
     """Per-example log p(whole answer), log p(first answer token) and exact-match (greedy, teacher-forced)."""
@@ -110,13 +152,12 @@ def answer_logprobs(model: torch.nn.Module, data: SeqData, batch_size: int = 204
     whole, first, correct = [], [], []
     for start in range(0, len(data), batch_size):
         part = data.take(slice(start, start + batch_size)).to(device)
-        logp = F.log_softmax(model(part.tokens[:, :-1]).float(), dim=-1)
-        tgt = part.tokens[:, 1:]
+        index, mask = loss_positions(part.answer[:, 1:])   # answer positions, first one first
+        logp = F.log_softmax(logits_at(model, part.tokens[:, :-1], index).float(), dim=-1)
+        tgt = part.tokens[:, 1:].gather(1, index)
         tok = logp.gather(-1, tgt[..., None]).squeeze(-1)
-        mask = part.answer[:, 1:]
         whole.append((tok * mask).sum(1).cpu())
-        first_pos = mask.float().argmax(1)
-        first.append(tok[torch.arange(len(tok), device=device), first_pos].cpu())
+        first.append(tok[:, 0].cpu())
         correct.append(((logp.argmax(-1) == tgt) | ~mask).all(1).cpu())
     model.train(was_training)
     return {"whole": torch.cat(whole), "first": torch.cat(first), "correct": torch.cat(correct)}
@@ -138,9 +179,42 @@ def evaluate(model: torch.nn.Module, splits: dict[str, SeqData]) -> dict[str, fl
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    extra = {"fused": True} if device.type == "cuda" else {}
+    return adamw([p for p in model.parameters() if p.requires_grad], cfg, device)
+
+
+def adamw(params: list[torch.Tensor], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = device.type in ("cpu", "cuda") if cfg.fused is None else cfg.fused
+    extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
+
+
+def compile_mode(cfg: TrainConfig, device: torch.device) -> str | None:
+    """The ``torch.compile`` mode to train with, or None for eager (always eager off CUDA)."""
+    if not cfg.compile or device.type != "cuda":
+        return None
+    return "default" if cfg.compile is True else str(cfg.compile)
+
+
+def uses_static_batches(cfg: TrainConfig, device: torch.device) -> bool:
+    return compile_mode(cfg, device) is not None if cfg.static_batches is None else bool(cfg.static_batches)
+
+
+def batch_rows(order: torch.Tensor, b: int, batch_size: int, static: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Row indices of batch ``b`` of a shuffled epoch and, for a padded (static-shape) last batch, a
+    [batch_size] bool marking the real rows (None when every row is real)."""
+    idx = order[b * batch_size:(b + 1) * batch_size]
+    n = idx.shape[0]
+    if not static or n == batch_size:
+        return idx, None
+    pad = order[:batch_size - n].repeat(math.ceil((batch_size - n) / max(1, len(order))))[:batch_size - n]
+    real = torch.arange(batch_size, device=order.device) < n
+    return torch.cat([idx, pad]), real
+
+
+def mark_cudagraph_step(mode: str | None) -> None:
+    """Tell CUDA-graph trees a new training step starts (outputs of the previous replay may be reused)."""
+    if mode in ("reduce-overhead", "max-autotune") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
@@ -189,13 +263,16 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
             "history": history.data, "epoch": epoch,
         }, ckpt)
 
-    forward = model
-    if cfg.compile and device.type == "cuda":
-        forward = torch.compile(model)
+    mode = compile_mode(cfg, device)
+    static = uses_static_batches(cfg, device)
+    forward = model if mode is None else torch.compile(model, mode=mode, dynamic=False if static else None)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
                 else contextlib.nullcontext())
     data = train_data.to(device)
-    loss_mask = data.loss_mask(cfg.loss_whole_sequence)
+    index, weight = loss_positions(data.loss_mask(cfg.loss_whole_sequence))
+    targets = data.tokens[:, 1:].gather(1, index)
+    if index.shape[1] == data.tokens.shape[1] - 1 and bool(weight.all()):
+        index = None                 # every position is scored: plain full logits
 
     model.train()
     epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress)
@@ -205,11 +282,13 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
         order = torch.randperm(len(data), generator=shuffle).to(device)
         total, count = torch.zeros((), device=device), 0
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, mask = data.tokens[idx], loss_mask[idx]
+            idx, real = batch_rows(order, b, cfg.batch_size, static)
+            n = min(cfg.batch_size, len(data) - b * cfg.batch_size)  # real rows, counted on the host
+            w = weight[idx] if real is None else weight[idx] & real[:, None]
+            mark_cudagraph_step(mode)
             with autocast:
-                logits = forward(x[:, :-1])
-            loss = F.cross_entropy(logits[mask].float(), x[:, 1:][mask])
+                logits = logits_at(model, data.tokens[idx, :-1], None if index is None else index[idx], forward)
+            loss = weighted_loss(logits, targets[idx], w)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -217,8 +296,8 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.detach() * len(idx)
-            count += len(idx)
+            total += loss.detach() * n
+            count += n
         done = epoch + 1
         if done % cfg.eval_every == 0 or done == cfg.epochs:
             history.add(epoch=done, train_loss=(total / count).item(), **evaluate(model, eval_splits))
