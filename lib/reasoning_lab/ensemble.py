@@ -1,0 +1,420 @@
+"""Train every seed of one configuration at once, as one batched model.
+
+The small experiments of the book (a few hundred sentences, batch 64, a 2-layer model) spend most of a
+training step on per-operation overhead, not arithmetic: a GPU sits idle between tiny kernels and a CPU
+pays the dispatch cost of every small op. Stacking the ``S`` seeds along a leading axis runs each
+operation once for all of them, ``S`` times larger.
+
+:func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.training.train` do, with
+the same results up to float rounding:
+
+* the same initial weights: each model is built right after ``seed_everything(seed)``;
+* the same batches: each seed shuffles its own data with its own generator seeded with ``seed``;
+* the same loss and gradient: the loss of the batch is the *sum* of the per-seed losses, and seed ``s``'s
+  weights only enter seed ``s``'s loss, so each slice of the stacked gradient is that seed's gradient;
+* the same optimizer: AdamW is elementwise, so one AdamW over stacked tensors is ``S`` AdamWs; gradient
+  clipping (which is not elementwise) is done per seed;
+* the same evaluation (:func:`reasoning_lab.training.evaluate`), per seed, and one
+  :class:`~reasoning_lab.training.History` per seed.
+
+Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.models.Transformer`,
+:class:`StackedTransformer` holds weights of shape ``[S, ...]`` and uses batched matrix products
+(``baddbmm`` gives bit-for-bit the products of ``addmm``); attention, activations and the loss carry no
+weights, so seeds are folded into the batch there. Any other module goes through ``torch.func``
+(``stack_module_state`` + ``functional_call`` + ``vmap``), :class:`VmapEnsemble`.
+
+What is not identical: LayerNorm/RMSNorm apply their per-seed scale as a separate multiply (the one-model
+kernel fuses it), which moves results by float rounding (~1e-7 relative per step); and with
+``dropout > 0`` the masks come from one random stream for the whole stack, so they differ from those of
+separate runs (they are still independent across seeds, and deterministic for a given list of seeds).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .models import Transformer, apply_rotary
+from .runtime import progress, seed_everything, torch_save
+from .training import (History, SeqData, TrainConfig, adamw, batch_rows, compile_mode, loss_positions,
+                       mark_cudagraph_step, uses_static_batches)
+
+
+def build_models(make_model: Callable[[int], nn.Module], seeds: Sequence[int]) -> list[nn.Module]:
+    """One model per seed, each built right after ``seed_everything(seed)`` (as a sequential loop would)."""
+    models = []
+    for s in seeds:
+        seed_everything(s)
+        models.append(make_model(s))
+    return models
+
+
+def _key(name: str) -> str:          # parameter names may not contain "." inside a ParameterDict
+    return name.replace(".", "__")
+
+
+class _Stacked(nn.Module):
+    """Stacked copies of the parameters of ``S`` identical-architecture modules (shape ``[S, ...]``)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        names = [n for n, _ in models[0].named_parameters()]
+        for m in models[1:]:
+            if [n for n, _ in m.named_parameters()] != names:
+                raise ValueError("the models of an ensemble must have the same architecture")
+        self.n_seeds = len(models)
+        self.names = names
+        self.stack = nn.ParameterDict()
+        for name in names:
+            ps = [dict(m.named_parameters())[name] for m in models]
+            if any(p.shape != ps[0].shape for p in ps):
+                raise ValueError(f"parameter {name} has different shapes across the models")
+            self.stack[_key(name)] = nn.Parameter(torch.stack([p.detach() for p in ps]).clone(),
+                                                  requires_grad=ps[0].requires_grad)
+
+    def p(self, name: str) -> torch.Tensor:
+        return self.stack[_key(name)]
+
+    def named_stacked(self):
+        return [(n, self.p(n)) for n in self.names]
+
+    @torch.no_grad()
+    def write_back(self, models: Sequence[nn.Module]) -> None:
+        """Copy seed ``s``'s trained weights into ``models[s]``."""
+        for s, m in enumerate(models):
+            for name, param in m.named_parameters():
+                param.copy_(self.p(name)[s])
+
+
+class _StackedLinear(torch.autograd.Function):
+    """``x @ W^T + b`` per seed (x [S, N, in], W [S, out, in], b [S, out] or None), with the weight gradient
+    computed as ``g^T @ x``: it comes out in the weight's own layout, so autograd does not re-copy it (the
+    default backward of ``bmm(x, W^T)`` yields a transposed gradient whose copy costs as much as the
+    product). Each seed's products are bit-for-bit those of ``F.linear`` on one model."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class StackedTransformer(_Stacked):
+    """``S`` :class:`Transformer` s of one configuration with stacked weights: ``forward(tokens [S, B, T],
+    index [S, B, K] | None) -> logits [S, B, K, vocab]`` (``K = T`` without ``index``)."""
+
+    def __init__(self, models: Sequence[Transformer]):
+        super().__init__(models)
+        self.cfg = models[0].cfg
+        if any(m.cfg != self.cfg for m in models):
+            raise ValueError("the models of an ensemble must share one ModelConfig")
+        if self.cfg.pos_encoding == "rotary":
+            self.register_buffer("rope_cos", models[0].rope_cos.clone(), persistent=False)
+            self.register_buffer("rope_sin", models[0].rope_sin.clone(), persistent=False)
+
+    custom_linear = True     # the hand-written backward on CPU (CUDA keeps autograd's, under autocast)
+
+    def _linear(self, x, name):
+        w = self.p(name + ".weight")
+        bias = self.p(name + ".bias") if _key(name + ".bias") in self.stack else None
+        if self.custom_linear and not x.is_cuda:
+            return _StackedLinear.apply(x, w, bias)
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, wt)
+
+    def _norm(self, x, name):
+        cfg = self.cfg
+        w = self.p(name + ".weight").unsqueeze(1)
+        if cfg.arch == "gpt":
+            return torch.addcmul(self.p(name + ".bias").unsqueeze(1), F.layer_norm(x, (cfg.d_model,), eps=cfg.norm_eps), w)
+        return F.rms_norm(x, (cfg.d_model,), None, cfg.norm_eps) * w
+
+    def _drop(self, x):
+        return F.dropout(x, self.cfg.dropout, self.training) if self.cfg.dropout and self.training else x
+
+    def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        S, B, T = tokens.shape
+        d, h = cfg.d_model, cfg.n_heads
+        if T > cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len={cfg.max_len}")
+        emb = self.p("tok_emb.weight")
+        V = emb.shape[1]
+        offset = (torch.arange(S, device=tokens.device) * V).view(S, 1, 1)
+        x = F.embedding(tokens + offset, emb.reshape(S * V, d))               # [S, B, T, d]
+        if cfg.pos_encoding == "absolute":
+            x = x + self.p("pos_emb.weight")[:, None, :T]
+        x = self._drop(x).reshape(S, B * T, d)
+        rope = (self.rope_cos[:T], self.rope_sin[:T]) if cfg.pos_encoding == "rotary" else None
+        attn_drop = cfg.dropout if self.training else 0.0
+        for i in range(cfg.n_layers):
+            pre = f"blocks.{i}."
+            q, k, v = self._linear(self._norm(x, pre + "norm1"), pre + "attn.qkv") \
+                .view(S * B, T, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=getattr(cfg, "causal", True), scale=cfg.attn_scale,
+                                               dropout_p=attn_drop)
+            x = x + self._drop(self._linear(y.transpose(1, 2).reshape(S, B * T, d), pre + "attn.proj"))
+            if index is not None and i == cfg.n_layers - 1:   # as Transformer: last MLP on scored rows only
+                x = x.view(S, B, T, d).gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d)).reshape(S, -1, d)
+            a = self._norm(x, pre + "norm2")
+            if cfg.arch == "llama":
+                a = F.silu(self._linear(a, pre + "mlp.gate")) * self._linear(a, pre + "mlp.up")
+            else:
+                a = F.gelu(self._linear(a, pre + "mlp.up"), approximate="tanh")
+            x = x + self._drop(self._linear(a, pre + "mlp.down"))
+        x = x.view(S, B, -1, d)
+        if index is not None and not cfg.n_layers:
+            x = x.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d))
+        K = x.shape[2]
+        head = emb if cfg.tie_embeddings else self.p("head.weight")
+        logits = torch.bmm(self._norm(x.reshape(S, B * K, d), "norm_f"), head.transpose(1, 2))
+        return logits.view(S, B, K, -1)
+
+
+class VmapEnsemble(_Stacked):
+    """Any module, batched over seeds with ``torch.func`` (``functional_call`` under ``vmap``)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__(models)
+        self.base = [copy.deepcopy(models[0]).to("meta")]   # a list: not a registered submodule
+        buffers = [dict(m.named_buffers()) for m in models]
+        self.buffer_names = list(buffers[0])
+        for name in self.buffer_names:
+            self.register_buffer(_key(name), torch.stack([b[name] for b in buffers]).clone(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        base = self.base[0]
+        base.train(self.training)
+        params = {n: self.p(n) for n in self.names}
+        buffers = {n: getattr(self, _key(n)) for n in self.buffer_names}
+
+        def one(p, b, x, i):
+            logits = torch.func.functional_call(base, (p, b), (x,))
+            return logits if i is None else logits.gather(1, i.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+
+        dims = (0, 0, 0, None if index is None else 0)
+        with warnings.catch_warnings():   # ops without a batching rule run per seed: correct, only slower
+            warnings.filterwarnings("ignore", message=".*performance drop.*")
+            return torch.vmap(one, in_dims=dims, randomness="different")(params, buffers, tokens, index)
+
+
+def make_ensemble(models: Sequence[nn.Module], backend: str = "auto") -> _Stacked:
+    """``backend``: ``"stacked"`` (our Transformer only), ``"vmap"`` (any module) or ``"auto"``."""
+    if backend not in ("auto", "stacked", "vmap"):
+        raise ValueError(f"parameter backend={backend!r} is not allowed: expected 'auto', 'stacked' or 'vmap'")
+    stacked = all(type(m) is Transformer for m in models)
+    if backend == "stacked" and not stacked:
+        raise ValueError("backend='stacked' needs reasoning_lab.models.Transformer models")
+    return StackedTransformer(models) if stacked and backend != "vmap" else VmapEnsemble(models)
+
+
+def stack_positions(masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`loss_positions` of each seed's mask, padded to one width: ``(index, weight)`` [S, N, K]."""
+    parts = [loss_positions(m) for m in masks]
+    k = max(i.shape[1] for i, _ in parts)
+    index = torch.stack([F.pad(i, (0, k - i.shape[1])) for i, _ in parts])
+    weight = torch.stack([F.pad(w, (0, k - w.shape[1]), value=False) for _, w in parts])
+    return index, weight
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[s, idx[s]]`` for every seed: t [S, N, ...], idx [S, B] -> [S, B, ...]."""
+    return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
+
+
+@torch.no_grad()
+def stacked_answer_logprobs(ens: _Stacked, tokens: torch.Tensor, answer: torch.Tensor,
+                            batch_size: int = 2048) -> dict[str, torch.Tensor]:
+    """:func:`reasoning_lab.training.answer_logprobs` for all seeds at once (tokens/answer [S, N, T])."""
+    was_training = ens.training
+    ens.eval()
+    device = next(ens.parameters()).device
+    whole, first, correct = [], [], []
+    for start in range(0, tokens.shape[1], batch_size):
+        tok_in = tokens[:, start:start + batch_size].to(device)
+        index, mask = stack_positions(list(answer[:, start:start + batch_size, 1:].to(device)))
+        logp = F.log_softmax(ens(tok_in[..., :-1], index).float(), dim=-1)
+        tgt = tok_in[..., 1:].gather(2, index)
+        tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+        whole.append((tok * mask).sum(-1).cpu())
+        first.append(tok[..., 0].cpu())
+        correct.append(((logp.argmax(-1) == tgt) | ~mask).all(-1).cpu())
+    ens.train(was_training)
+    return {"whole": torch.cat(whole, 1), "first": torch.cat(first, 1), "correct": torch.cat(correct, 1)}
+
+
+def evaluate_seeds(ens: _Stacked, splits: Sequence[dict[str, SeqData]]) -> list[dict[str, float]]:
+    """:func:`reasoning_lab.training.evaluate` of every seed (``splits[s]`` is seed ``s``'s dict)."""
+    out = [{} for _ in splits]
+    for name in splits[0]:
+        parts = [sp[name] for sp in splits]
+        if len(parts[0]) == 0:
+            continue
+        if any(p.tokens.shape != parts[0].tokens.shape for p in parts):
+            raise ValueError(f"split {name!r} must have the same shape for every seed")
+        lp = stacked_answer_logprobs(ens, torch.stack([p.tokens for p in parts]),
+                                     torch.stack([p.answer for p in parts]))
+        for s in range(len(splits)):
+            whole, first = lp["whole"][s], lp["first"][s]
+            out[s][f"{name}_nll"] = -whole.mean().item()
+            out[s][f"{name}_nll_first"] = -first.mean().item()
+            out[s][f"{name}_prob"] = whole.exp().mean().item()
+            out[s][f"{name}_prob_first"] = first.exp().mean().item()
+            out[s][f"{name}_acc"] = lp["correct"][s].float().mean().item()
+    return out
+
+
+def clip_per_seed(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` for each seed separately (grads [S, ...]); returns the per-seed norms [S]."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])   # [P, S]
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return total
+
+
+def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], datasets: Sequence[SeqData],
+                cfg: TrainConfig, eval_splits: Sequence[dict[str, SeqData]] | None = None,
+                seeds: Sequence[int] | None = None,
+                on_epoch_end: Callable[[int, list[History]], None] | None = None,
+                backend: str = "auto") -> list[History]:
+    """Train one model per seed, all in one batched model; return one History per seed.
+
+    ``make_model(seed)`` builds a model (called right after ``seed_everything(seed)``), or pass the built
+    models (they are trained in place). ``datasets[s]`` is seed ``s``'s training data (same size for
+    all seeds), ``eval_splits[s]`` its evaluation splits (default: ``{"train": datasets[s]}``), and
+    ``seeds[s]`` seeds its data shuffling (``cfg.seed`` is not used). Everything else in ``cfg`` means
+    what it means for :func:`reasoning_lab.training.train`, checkpoints included: with
+    ``checkpoint_path`` one file holds the whole stack and a second call resumes from it.
+    """
+    if seeds is None:
+        raise ValueError("train_seeds needs the list of seeds")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != len(datasets) or not seeds:
+        raise ValueError(f"got {len(datasets)} datasets for {len(seeds)} seeds: expected one per seed")
+    if any(d.tokens.shape != datasets[0].tokens.shape for d in datasets):
+        raise ValueError("every seed's training data must have the same shape")
+    eval_splits = [{"train": d} for d in datasets] if eval_splits is None else list(eval_splits)
+    if len(eval_splits) != len(seeds):
+        raise ValueError(f"got {len(eval_splits)} eval_splits for {len(seeds)} seeds: expected one per seed")
+    models = list(make_model) if isinstance(make_model, (list, tuple)) else build_models(make_model, seeds)
+    if len(models) != len(seeds):
+        raise ValueError(f"got {len(models)} models for {len(seeds)} seeds: expected one per seed")
+
+    device = torch.device(cfg.device)
+    S, N = len(seeds), len(datasets[0])
+    ens = make_ensemble(models, backend).to(device)
+    trainable = [p for p in ens.parameters() if p.requires_grad]
+    optimizer = adamw(trainable, cfg, device)
+    steps_per_epoch = math.ceil(N / cfg.batch_size)
+    scheduler = None
+    if cfg.warmup_steps:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    shuffles = [torch.Generator().manual_seed(s) for s in seeds]
+    histories, start_epoch = [History() for _ in seeds], 0
+
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state.get("seeds") != seeds:
+            raise ValueError(f"checkpoint {ckpt} holds seeds {state.get('seeds')}, not {seeds}")
+        ens.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        for g, st in zip(shuffles, state["shuffle_rngs"]):
+            g.set_state(st)
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        histories = [History(h) for h in state["histories"]]
+        start_epoch = state["epoch"]
+
+    def save(epoch: int) -> None:
+        if ckpt is None:
+            return
+        torch_save({
+            "model": ens.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "shuffle_rngs": [g.get_state() for g in shuffles], "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds,
+        }, ckpt)
+
+    mode = compile_mode(cfg, device)
+    static = uses_static_batches(cfg, device)
+    forward = ens if mode is None else torch.compile(ens, mode=mode, dynamic=False if static else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    tokens = torch.stack([d.tokens for d in datasets]).to(device)                      # [S, N, T]
+    index, weight = stack_positions([d.to(device).loss_mask(cfg.loss_whole_sequence) for d in datasets])
+    targets = tokens[..., 1:].gather(2, index)
+    if index.shape[-1] == tokens.shape[-1] - 1 and bool(weight.all()):
+        index = None                 # every position is scored: plain full logits
+
+    ens.train()
+    epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress)
+    if hasattr(epochs, "update") and start_epoch:
+        epochs.update(start_epoch)
+    for epoch in epochs:
+        orders = torch.stack([torch.randperm(N, generator=g) for g in shuffles]).to(device)   # [S, N]
+        total, count = torch.zeros(S, device=device), 0
+        for b in range(steps_per_epoch):
+            rows = [batch_rows(o, b, cfg.batch_size, static) for o in orders]
+            idx, real = torch.stack([r[0] for r in rows]), rows[0][1]
+            n = min(cfg.batch_size, N - b * cfg.batch_size)       # real rows, counted on the host
+            w = _rows(weight, idx)
+            if real is not None:
+                w = w & real.view(1, -1, 1)
+            mark_cudagraph_step(mode)
+            with autocast:
+                logits = forward(_rows(tokens, idx)[..., :-1], None if index is None else _rows(index, idx))
+            ce = F.cross_entropy(logits.float().flatten(0, 2), _rows(targets, idx).flatten(),
+                                 reduction="none").view(S, -1)
+            wf = w.reshape(S, -1).to(ce.dtype)
+            losses = (ce * wf).sum(1) / wf.sum(1).clamp_min(1.0)                # [S]: each seed's loss
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if cfg.grad_clip:
+                clip_per_seed(trainable, cfg.grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += losses.detach() * n
+            count += n
+        done = epoch + 1
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            metrics = evaluate_seeds(ens, eval_splits)
+            for h, loss, m in zip(histories, (total / count).tolist(), metrics):
+                h.add(epoch=done, train_loss=loss, **m)
+            ens.train()
+        if on_epoch_end is not None:
+            on_epoch_end(done, histories)
+        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
+            save(done)
+    save(cfg.epochs)
+    ens.eval()
+    for m in models:
+        m.to(device).eval()
+    ens.write_back(models)
+    return histories
