@@ -4,8 +4,9 @@
 
 Copies the working tree (tracked and untracked-but-not-ignored files; the vendored JavaScript is linked)
 into a temporary folder and runs ``jupyter-book build --all -W`` there with a cold execution cache, pinned
-to ``--cores`` CPUs (``taskset``, and 2 threads for torch/OpenMP). While it runs, the resident memory of the
-whole process tree (builder + kernels) is sampled from /proc every 0.2 s; ``ru_maxrss`` of the children
+to ``--cores`` CPUs with ``taskset`` (torch/OpenMP threads per kernel: ``--threads``, by default the number
+of cores). While it runs, the resident memory of the whole process tree (builder + kernels) is sampled
+from /proc every 0.2 s; ``ru_maxrss`` of the children
 gives the largest single process. The budget is what SPEC promises: at most 90 s per notebook at its
 default size, plus 60 s for Sphinx; ratio = budget / wall time (>= 1 passes), and the tree's peak RSS must
 stay under --max-rss-gib. Prints one ``RESULT {json}`` line for bench/run_all.py.
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--max-rss-gib", type=float, default=6.0, help="target for the tree's peak RSS")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP/torch threads per kernel (default: --cores; 1 is faster when other jobs share the cores)")
     ap.add_argument("--keep", type=Path, default=None, help="build here (kept) instead of a temporary folder")
     args = ap.parse_args(argv)
     jb = ROOT / ".venv" / "bin" / "jupyter-book"
@@ -89,8 +92,9 @@ def main(argv=None) -> int:
         cmd = [str(jb), "build", str(work), "--all", "-W", "--keep-going"]
         if shutil.which("taskset"):
             cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
+        threads = str(args.threads or args.cores)
         env = dict(os.environ, REASONING_LAB_QUIET="1", PYTHONHASHSEED="0", MPLBACKEND="Agg",
-                   OMP_NUM_THREADS=str(args.cores), MKL_NUM_THREADS=str(args.cores))
+                   OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         yaml.safe_load(toc)  # a broken toc fails here, not in the middle of the timing
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
         print(f"(full build log: {log})")
     ratio = budget / wall
     rss_ok = peak / 2**30 <= args.max_rss_gib
-    print(f"notebooks in the book: {len(in_book)}; cores: {len(cores)} ({','.join(map(str, cores))}); "
+    print(f"notebooks in the book: {len(in_book)}; cores: {len(cores)} ({','.join(map(str, cores))}), "
+          f"{threads} thread(s) per kernel; "
           f"build {'succeeded' if ok else 'FAILED (rc %d)' % proc.returncode}")
     print(f"wall time            : {wall:8.1f} s   (budget {budget:.0f} s = {PER_NOTEBOOK_S:.0f} s x "
           f"{len(in_book)} notebooks + {SPHINX_S:.0f} s)")
