@@ -380,8 +380,7 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
         orders = torch.stack([torch.randperm(N, generator=g) for g in shuffles]).to(device)   # [S, N]
         total, count = torch.zeros(S, device=device), 0
         for b in range(steps_per_epoch):
-            rows = [batch_rows(o, b, cfg.batch_size, static) for o in orders]
-            idx, real = torch.stack([r[0] for r in rows]), rows[0][1]
+            idx, real = batch_rows(orders, b, cfg.batch_size, static)           # [S, B], [B] | None
             n = min(cfg.batch_size, N - b * cfg.batch_size)       # real rows, counted on the host
             w = _rows(weight, idx)
             if real is not None:

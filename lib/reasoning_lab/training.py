@@ -200,15 +200,16 @@ def uses_static_batches(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def batch_rows(order: torch.Tensor, b: int, batch_size: int, static: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row indices of batch ``b`` of a shuffled epoch and, for a padded (static-shape) last batch, a
-    [batch_size] bool marking the real rows (None when every row is real)."""
-    idx = order[b * batch_size:(b + 1) * batch_size]
-    n = idx.shape[0]
+    """Row indices of batch ``b`` of a shuffled epoch (``order`` [..., N], batches along the last axis)
+    and, for a padded (static-shape) last batch, a [batch_size] bool marking the real rows (None when
+    every row is real). Padding repeats rows of the epoch; they get weight zero in the loss."""
+    idx = order[..., b * batch_size:(b + 1) * batch_size]
+    n = idx.shape[-1]
     if not static or n == batch_size:
         return idx, None
-    pad = order[:batch_size - n].repeat(math.ceil((batch_size - n) / max(1, len(order))))[:batch_size - n]
+    pad = order[..., torch.arange(batch_size - n, device=order.device) % order.shape[-1]]
     real = torch.arange(batch_size, device=order.device) < n
-    return torch.cat([idx, pad]), real
+    return torch.cat([idx, pad], -1), real
 
 
 def mark_cudagraph_step(mode: str | None) -> None:
