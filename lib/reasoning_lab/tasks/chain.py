@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..training import SeqData
-from .reversal import entity_words, sequences
+from .reversal import entity_words, score_matrix, sequences
 
 DIRECT, INDIRECT = 0, 1
 N_RELATIONS = 2
@@ -230,19 +230,6 @@ def two_step_metrics(model: torch.nn.Module, data: ChainData, triples: torch.Ten
             f"{prefix}_direct_prob": r["direct_logp"].exp().mean().item()}
 
 
-@torch.no_grad()
-def next_token_logits(model: torch.nn.Module, prefix: torch.Tensor, columns: torch.Tensor,
-                      position: int = -1) -> torch.Tensor:
-    """Logits of the next token at ``position`` of ``prefix`` [N, P], restricted to token ids ``columns``:
-    [N, len(columns)]. ``position=0`` conditions on the first token alone (causal attention)."""
-    was_training = model.training
-    model.eval()
-    dev = _device(model)
-    logits = model(prefix.to(dev))[:, position].float()
-    model.train(was_training)
-    return logits[:, columns.to(dev)].cpu()
-
-
 def logit_maps(model: torch.nn.Module, data: ChainData, triples: torch.Tensor,
                position: str = "query") -> dict[str, torch.Tensor]:
     """The original's three logit matrices for ``triples`` (rows: query entity i, columns: candidate j):
@@ -254,45 +241,11 @@ def logit_maps(model: torch.nn.Module, data: ChainData, triples: torch.Tensor,
     """
     a, b, c = data.a[triples], data.b[triples], data.c[triples]
     if position == "query":
-        return {"B|A": next_token_logits(model, _query(a, DIRECT), b[:, 0]),
-                "C|B": next_token_logits(model, _query(b, DIRECT), c[:, 0]),
-                "C|A": next_token_logits(model, _query(a, INDIRECT), c[:, 0])}
+        return {"B|A": score_matrix(model, _query(a, DIRECT), b),
+                "C|B": score_matrix(model, _query(b, DIRECT), c),
+                "C|A": score_matrix(model, _query(a, INDIRECT), c)}
     if position == "first":
-        return {"B|A": next_token_logits(model, a[:, :1], b[:, 0], 0),
-                "C|B": next_token_logits(model, b[:, :1], c[:, 0], 0),
-                "C|A": next_token_logits(model, a[:, :1], c[:, 0], 0)}
+        return {"B|A": score_matrix(model, a[:, :1], b),
+                "C|B": score_matrix(model, b[:, :1], c),
+                "C|A": score_matrix(model, a[:, :1], c)}
     raise ValueError(f"position={position!r}: expected 'query' or 'first'")
-
-
-def diagonal_rank(matrix: torch.Tensor) -> float:
-    """Fraction of rows whose diagonal entry is the row maximum (the correct candidate ranks first)."""
-    return (matrix.argmax(1) == torch.arange(len(matrix))).float().mean().item()
-
-
-@torch.no_grad()
-def attention_weights(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Attention probabilities of a :class:`~reasoning_lab.models.Transformer`: [layers, N, heads, T, T]
-    (query position, key position), recomputed from the residual stream with the causal mask."""
-    from ..models import apply_rotary
-
-    was_training = model.training
-    model.eval()
-    dev = _device(model)
-    tokens = tokens.to(dev)
-    cfg = model.cfg
-    states = model.hidden_states(tokens)
-    T = tokens.shape[1]
-    rope = (model.rope_cos[:T], model.rope_sin[:T]) if cfg.pos_encoding == "rotary" else None
-    mask = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
-    out = []
-    for block, x in zip(model.blocks, states[:-1]):
-        B, _, C = x.shape
-        h = cfg.n_heads
-        q, k, _ = block.attn.qkv(block.norm1(x)).view(B, T, 3, h, C // h).permute(2, 0, 3, 1, 4)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        scale = cfg.attn_scale if cfg.attn_scale is not None else (C // h) ** -0.5
-        scores = (q @ k.transpose(-1, -2)) * scale
-        out.append(scores.masked_fill(~mask, float("-inf")).softmax(-1))
-    model.train(was_training)
-    return torch.stack(out).cpu()
