@@ -465,11 +465,15 @@ def main(argv=None) -> int:
                 dt.send("Page.navigate", {"url": origin + name + ".html"}, session=session)
                 if not dt.wait_event("Page.loadEventFired", session, 60, seen):
                     problems.append("page did not finish loading in 60 s")
-                r = evaluate(dt, session, PAGE_CHECK_JS, timeout=300)
-                problems += page_problems(r, is_notebook=r["code_cells"] > 0)
-                for i in range(r["sliders"]):
-                    problems += exercise_slider(dt, session, i)
-                screenshot(dt, session, shots / (name.replace("/", "__") + ".png"))
+                r = {"math": 0, "figures": 0, "sliders": 0, "widget_views": 0}
+                try:
+                    r = evaluate(dt, session, PAGE_CHECK_JS, timeout=300)
+                    problems += page_problems(r, is_notebook=r["code_cells"] > 0)
+                    for i in range(r["sliders"]):
+                        problems += exercise_slider(dt, session, i)
+                    screenshot(dt, session, shots / (name.replace("/", "__") + ".png"))
+                except RuntimeError as e:  # a page that breaks the check itself fails; the others still run
+                    problems.append(f"check could not run: {str(e).splitlines()[0][:200]}")
                 time.sleep(0.2)  # let late console messages arrive
                 problems += event_problems(seen + dt.events(), session, origin)
                 status = "FAIL" if problems else "ok  "
