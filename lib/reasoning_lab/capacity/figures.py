@@ -31,7 +31,8 @@ def bits_per_param(ax, rows: list[dict]):
     ax.set_xlabel("model (parameters, width)")
     ax.set_ylabel("capacity / parameters (bits)")
     ax.set_title("Bits stored per parameter")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 2.4)
+    ax.legend(fontsize=8, loc="upper left")
     return ax
 
 
