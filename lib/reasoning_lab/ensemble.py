@@ -128,12 +128,12 @@ class StackedTransformer(_Stacked):
             self.register_buffer("rope_cos", models[0].rope_cos.clone(), persistent=False)
             self.register_buffer("rope_sin", models[0].rope_sin.clone(), persistent=False)
 
-    custom_linear = True     # the hand-written backward on CPU (CUDA keeps autograd's, under autocast)
+    custom_linear = True     # the hand-written backward on CPU without autocast (elsewhere autograd's own)
 
     def _linear(self, x, name):
         w = self.p(name + ".weight")
         bias = self.p(name + ".bias") if _key(name + ".bias") in self.stack else None
-        if self.custom_linear and not x.is_cuda:
+        if self.custom_linear and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
             return _StackedLinear.apply(x, w, bias)
         wt = w.transpose(1, 2)
         return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, wt)
