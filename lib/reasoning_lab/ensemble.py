@@ -4,7 +4,8 @@ The small experiments of the book (a few hundred sentences, batch 64, a 2-layer 
 kernels far too small to keep it busy: a step costs its launches, not its arithmetic. Stacking the ``S``
 seeds along a leading axis runs each operation once for all of them, ``S`` times larger. On a CPU the
 same step is mostly arithmetic already, so the gain there is small (measured at the reversal defaults,
-3 seeds, one thread: about 1.2x less CPU time end to end, mostly from evaluating all seeds at once).
+3 seeds, one thread: about 1.2x less CPU time end to end with the per-epoch evaluations included, while
+the training steps alone run at about the sequential speed; bench/bench_training.py).
 
 :func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.training.train` do, with
 the same results up to float rounding:
