@@ -97,7 +97,9 @@ def main(argv=None) -> int:
         if shutil.which("taskset"):
             cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
         threads = str(args.threads or args.cores)
-        env = dict(os.environ, REASONING_LAB_QUIET="1", PYTHONHASHSEED="0", MPLBACKEND="Agg",
+        # as `make book`; MPLBACKEND stays unset so that the kernels draw figures inline
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        env = dict(env, REASONING_LAB_QUIET="1", PYTHONHASHSEED="0",
                    OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         yaml.safe_load(toc)  # a broken toc fails here, not in the middle of the timing
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
