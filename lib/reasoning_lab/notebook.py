@@ -65,6 +65,8 @@ def start(name: str, namespace: dict[str, Any]) -> Run:
     values = {k: namespace[k] for k in exp.defaults() if k in namespace}
     params = exp.resolve("default", values)
     seed_everything(params["seed"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    threads = os.environ.get("REASONING_LAB_THREADS")
+    if threads:  # the book build and the tests pin CPU threads: these models are too small to share cores
+        torch.set_num_threads(int(threads))
     use_book_style()
     return Run(name, params)
