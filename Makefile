@@ -75,6 +75,7 @@ run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
 
 bench: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/run_all.py
 
 clean:
