@@ -3,8 +3,6 @@
 notebook's checkpoints."""
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import os
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import experiments
-from .runtime import write_text
+from .runtime import write_csv
 
 RUNS = Path("runs")
 
@@ -104,7 +102,7 @@ def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
         rows.append({**point, **metrics})
         log(f"  {point_label(point)}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in metrics.items()))
-        _write_table(out / "sweep.csv", rows)
+        write_csv(out / "sweep.csv", rows)
 
     if not devices:
         for point in points:
@@ -133,12 +131,3 @@ def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
                                 f"(exit {proc.returncode}); see {out / point_label(point)}")
             finish(point, json.loads((out / point_label(point) / "metrics.json").read_text()))
     return rows
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..models import Transformer, count_params
-from ..runtime import write_text
+from ..runtime import write_csv  # noqa: F401  (re-exported: sweep.write_csv)
 from .entropy import (DatasetEntropy, capacity, capacity_by_subject, capacity_parts, dataset_entropy,
                       two_hop_capacity)
 from .questions import QuestionBank
@@ -82,15 +81,6 @@ def rows_parts(rows: list[dict], ent: DatasetEntropy) -> list[dict[str, float]]:
 
 def entropies(profiles, schemes=("optimal", "enumerate", "independent")) -> dict[str, DatasetEntropy]:
     return {s: dataset_entropy(profiles, s) for s in schemes}
-
-
-def write_csv(path: str | Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict]:
