@@ -219,9 +219,10 @@ class Fit:
 
 
 def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int, seed: int, device,
-        checkpoint=None, desc: str | None = None, **overrides) -> Fit:
+        checkpoint=None, desc: str | None = None, snapshot=None, **overrides) -> Fit:
     """Build the notebook's transformer (``p``: parameters namespace or dict; ``overrides`` replace entries,
     e.g. ``weight_decay=1.0``), seed it with ``seed``, train it and return it with its history.
+    ``snapshot(model, epoch)``, if given, is called after every epoch (e.g. to record heat-maps over time).
 
     The absolute-position table has ``p.max_len`` rows, or just the sequence length when that is 0/absent.
     """
@@ -235,5 +236,6 @@ def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int
     model = model_from_params(params, vocab_size, max_len=max_len)
     init = model.tok_emb.weight.detach().clone().cpu()
     cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
-    history = train(model, train_data, cfg, eval_splits)
+    hook = None if snapshot is None else (lambda epoch, _history: snapshot(model, epoch))
+    history = train(model, train_data, cfg, eval_splits, on_epoch_end=hook)
     return Fit(model, history, init)
