@@ -170,6 +170,9 @@ def _pair_tables(k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _PAIR_TABLES[k]
 
 
+_COMPACT_BELOW = 0.9      # drop finished rows once fewer than this share of the rows is still searching
+
+
 def bit_bfs(edge: torch.Tensor, target_bit) -> torch.Tensor:
     """Distance from vertex 1 to a target for edge masks ``[m, k]`` int16 (vertex ``v`` is bit ``v - 1``).
 
@@ -206,7 +209,7 @@ def bit_bfs(edge: torch.Tensor, target_bit) -> torch.Tensor:
             break
         seen = seen | new
         front = new
-        if alive < 0.6 * len(go):
+        if alive < _COMPACT_BELOW * len(go):
             if rows is not None:
                 d[rows] = d_now
             idx = go.nonzero().squeeze(1)
