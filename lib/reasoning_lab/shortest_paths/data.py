@@ -211,7 +211,7 @@ def bit_bfs(edge: torch.Tensor, target_bit) -> torch.Tensor:
         front = new
         if alive < _COMPACT_BELOW * len(go):
             if rows is not None:
-                d[rows] = d_now
+                d.index_copy_(0, rows, d_now)
             idx = go.nonzero().squeeze(1)
             rows = idx if rows is None else rows.index_select(0, idx)
             d_now = d_now.index_select(0, idx)
@@ -219,7 +219,7 @@ def bit_bfs(edge: torch.Tensor, target_bit) -> torch.Tensor:
             if per_row:
                 target_bit = target_bit.index_select(0, idx)
     if rows is not None:
-        d[rows] = d_now
+        d.index_copy_(0, rows, d_now)
     return d
 
 
@@ -384,8 +384,9 @@ def _batch(split: Split, batch_size: int, generator, max_vertices: int, max_tune
             continue
         slot = order[start:start + c]
         ends, t, d, tr, pa = _fill(split, k, c, generator, max_vertices, max_tune_vertices)
-        ends_out[slot, :k] = ends
-        target[slot], label[slot] = t, d
+        ends_out[:, :k].index_copy_(0, slot, ends)
+        target.index_copy_(0, slot, t)
+        label.index_copy_(0, slot, d)
         tried, passed, start = tried + tr, passed + pa, start + c
     return ends_out, target, label, passed / tried
 
