@@ -1,14 +1,14 @@
 import os
 
+import torch
+
 os.environ.setdefault("REASONING_LAB_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The models in the unit tests are tiny: one thread is as fast as two and does not suffer when the cores
+# are busy. REASONING_LAB_THREADS (which the Makefile also uses for the notebooks) overrides.
+torch.set_num_threads(int(os.environ.get("REASONING_LAB_THREADS", "1")))
 
 
 def pytest_addoption(parser):
     parser.addoption("--metrics-dir", default=None,
                      help="folder of <experiment>.json metrics from the notebook tests (tests/expectations.py)")
-
-if os.environ.get("REASONING_LAB_THREADS"):
-    import torch
-
-    torch.set_num_threads(int(os.environ["REASONING_LAB_THREADS"]))

@@ -14,8 +14,6 @@ from reasoning_lab.capacity.sizing import config_for_budget, formula_count, llam
 from reasoning_lab.capacity.train import CapacityConfig, main, train_capacity
 from reasoning_lab.models import Transformer, count_params
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def small():

@@ -12,15 +12,6 @@ from reasoning_lab.tasks.reversal_icl import make_reversal_icl_data
 from reasoning_lab.training import TrainConfig, answer_logprobs, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _facts(seq: lab.SeqData, k: int) -> set[tuple]:
     return {tuple(r) for r in seq.tokens.tolist()}
 

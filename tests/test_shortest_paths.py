@@ -10,15 +10,6 @@ from reasoning_lab.shortest_paths.data import bfs, adjacency, distances, random_
 from reasoning_lab.shortest_paths.model import PathTransformer, histogram2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster and does not suffer on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def ref_tree_path(edges, target):
     """Queue BFS from 1 scanning neighbours in increasing id; the tree path to target ([] if none)."""
     adj = {}
