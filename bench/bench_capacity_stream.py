@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -28,15 +27,9 @@ from reasoning_lab.capacity import (CapacityConfig, QuestionBank, config_for_bud
                                     make_vocab)
 from reasoning_lab.capacity.train import AnswerLoss, build_parser  # noqa: E402
 from reasoning_lab.models import Transformer  # noqa: E402
+from _timing import rate  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 TARGET = 10.0
-
-
-def rate(fn, seconds: float) -> float:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        done += fn()
-    return done / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import time
 from collections import deque
 from pathlib import Path
 
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 import torch  # noqa: E402
 
 from reasoning_lab.shortest_paths import UNREACHABLE, make_batch  # noqa: E402
+from _timing import rate  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 MIN_N, MAX_N, MAX_TUNE_N = 3, 15, 7
 
@@ -85,13 +85,6 @@ def reference_example(split: str, rng: random.Random):
             if split == "test-onpath-small-target" and path[k] > MAX_TUNE_N:
                 continue
             return edges, path[k], k
-
-
-def rate(fn, seconds: float) -> float:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        done += fn()
-    return done / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
