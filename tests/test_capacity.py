@@ -5,13 +5,15 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reasoning_lab.capacity import entropy as E
 from reasoning_lab.capacity import vocab as V
 from reasoning_lab.capacity.profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
 from reasoning_lab.capacity.questions import HELDOUT_SETS, QuestionBank
 from reasoning_lab.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
-from reasoning_lab.capacity.train import CapacityConfig, main, train_capacity
+from reasoning_lab.capacity import sweep
+from reasoning_lab.capacity.train import AnswerLoss, CapacityConfig, main, question_losses, train_capacity
 from reasoning_lab.models import Transformer, count_params
 
 
@@ -259,6 +261,34 @@ def _tiny_run(bank, steps, ckpt=None, every=0, two_hop=False):
     cfg = CapacityConfig(steps=steps, batch_size=128, lr=1e-2, evals=4, seed=0, eval_questions=64,
                          checkpoint_path=ckpt, checkpoint_every=every, two_hop=two_hop)
     return model, train_capacity(model, bank, cfg)
+
+
+@pytest.mark.parametrize("two_hop_fraction", [0.0, 0.5])
+def test_answer_loss_matches_the_full_forward_pass(small, two_hop_fraction):
+    _, _, bank = small
+    torch.manual_seed(1)
+    model = Transformer(llama_config(32, 2, len(bank.profiles.vocab)))
+    batch = bank.sample(64, two_hop_fraction, torch.Generator().manual_seed(2))
+    logits = model(batch.tokens[:, :-1])            # every position, no shortcuts
+    mask = batch.answer[:, 1:]
+    reference = F.cross_entropy(logits[mask], batch.tokens[:, 1:][mask], reduction="sum") / len(batch)
+    fast = AnswerLoss(model)(batch.tokens, batch.answer)
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-5)
+    per_question, _ = question_losses(model, batch)
+    assert per_question.mean().item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_models_trained_in_worker_processes_match_serial_training(small):
+    _, _, bank = small
+    budgets = [count_params(llama_config(d, 1, len(bank.profiles.vocab)))["total"] for d in (16, 32)]
+    cfg = CapacityConfig(steps=6, batch_size=32, lr=1e-2, evals=2, eval_questions=16)
+    serial = sweep.train_models(bank, budgets, 1, cfg, seed=0)
+    parallel = sweep.train_models(bank, budgets, 1, cfg, seed=0, workers=2)
+    for (m1, r1), (m2, r2) in zip(serial, parallel):
+        assert m1.num_params() == m2.num_params()
+        assert r2.history["train_onehop_loss"] == pytest.approx(r1.history["train_onehop_loss"], rel=1e-5)
+        for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_training_learns_and_reports_exposures(small):

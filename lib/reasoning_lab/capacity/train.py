@@ -59,18 +59,25 @@ class CapacityConfig:
 
 
 class AnswerLoss(nn.Module):
-    """Summed answer-token NLL per question (nats), averaged over the batch; the head runs only where an
-    answer token is predicted."""
+    """Summed answer-token NLL per question (nats), averaged over the batch.
+
+    Only what the loss needs is computed: the input stops at the last position that predicts an answer
+    token (position 5 for a 1-hop batch, so the 8th token is never fed in), the last block's MLP runs only
+    at the answer-predicting positions, and the output layer only on the rows that predict a real answer
+    token (a one-token answer leaves two of the three rows out)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, tokens: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-        h = self.model.hidden_states(tokens[:, :-1])[-1]
-        mask = answer[:, 1:]
-        logits = self.model.head(self.model.norm_f(h[mask]))
-        return F.cross_entropy(logits.float(), tokens[:, 1:][mask], reduction="sum") / tokens.shape[0]
+        B = tokens.shape[0]
+        mask = answer[:, 1:]                               # position i predicts token i + 1
+        cols = mask.any(0).nonzero().squeeze(1)
+        x = self.model.features(tokens[:, :int(cols[-1]) + 1], index=cols.expand(B, -1))
+        keep = mask[:, cols]
+        logits = self.model.head(self.model.norm_f(x[keep]))
+        return F.cross_entropy(logits.float(), tokens[:, 1:][:, cols][keep], reduction="sum") / B
 
 
 @torch.no_grad()
