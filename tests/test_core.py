@@ -178,3 +178,15 @@ def test_registry_defaults_have_rules():
         exp.resolve("default")
         for preset in exp.presets:
             exp.resolve(preset)
+
+
+def test_checkpoints_are_keyed_by_the_settings_that_change_results(tmp_path):
+    from reasoning_lab.notebook import Run
+
+    base = {"seed": 0, "lr": 0.01, "device": "cpu", "threads": 1, "output_dir": str(tmp_path / "a")}
+    path = Run("x", base).checkpoint("model")
+    assert path.parent == tmp_path / "a" / "checkpoints"
+    moved = Run("x", {**base, "threads": 2, "output_dir": str(tmp_path / "a")}).checkpoint("model")
+    assert moved == path                                  # how fast it runs does not matter
+    assert Run("x", {**base, "lr": 0.02}).checkpoint("model") != path
+    assert Run("x", {**base, "output_dir": ""}).checkpoint("model") is None

@@ -243,11 +243,12 @@ CAPACITY_DATA_RULES: dict[str, Rule] = {
 register(Experiment(
     "capacity", "Knowledge capacity: bits per parameter",
     rules={**CAPACITY_DATA_RULES, "budgets": Seq(Int(1000, 10**11)), "exposures": Float(0.0, 1e7, open_lo=True),
+           "workers": Int(1, 256),
            "name_scheme": Choice("optimal", "enumerate", "independent"),
            "two_hop_scheme": Choice("optimal", "big-hash", "2-hop-double")},
     presets={
-        "cpu-full": {"n_profiles": 2000, "budgets": [30000, 70000], "n_layers": 2, "exposures": 300,
-                     "batch_size": 1024, "lr": 0.003, "weight_decay": 0.1, "threads": 1},
+        "cpu-full": {"n_profiles": 2000, "budgets": [30000, 70000], "n_layers": 2, "exposures": 1000,
+                     "batch_size": 1024, "lr": 0.003, "weight_decay": 0.1, "threads": 1, "workers": 2},
         "paper": {"n_profiles": 10000, "relations": 4, "budgets": [500_000, 1_000_000, 2_000_000, 4_000_000,
                                                                    7_000_000, 10_000_000],
                   "n_layers": 4, "exposures": 1000, "batch_size": 1088, "lr": 0.001, "weight_decay": 0.1,

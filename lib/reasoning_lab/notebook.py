@@ -18,6 +18,10 @@ from .plots import use_book_style
 from .runtime import flat_metrics, resolve_device, seed_everything, write_json
 
 
+# Parameters that say where and how fast a run goes, not what it computes.
+RUN_ONLY_PARAMS = ("output_dir", "device", "threads", "workers")
+
+
 class Run:
     def __init__(self, name: str, params: dict[str, Any]):
         self.name = name
@@ -41,8 +45,20 @@ class Run:
         return self.metrics
 
     def checkpoint(self, name: str) -> Path | None:
-        """Where a training checkpoint lives for this run (None: no output_dir, no checkpoints)."""
-        return None if self.out is None else self.out / "checkpoints" / f"{name}.pt"
+        """Where a training checkpoint lives for this run (None: no output_dir, no checkpoints).
+
+        The file name carries a hash of the parameters that change results, so a rerun in the same folder
+        resumes only a run with the same settings; changing, say, ``exposures`` starts afresh instead of
+        continuing a checkpoint made for another schedule. Where it runs (``device``, ``threads``,
+        ``workers``, ``output_dir``) is not part of the hash."""
+        if self.out is None:
+            return None
+        import hashlib
+        import json
+
+        keep = {k: v for k, v in self.params.items() if k not in RUN_ONLY_PARAMS}
+        digest = hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return self.out / "checkpoints" / f"{name}-{digest}.pt"
 
     def savefig(self, fig, name: str) -> None:
         if self.out is None:

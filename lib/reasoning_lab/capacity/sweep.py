@@ -33,6 +33,38 @@ def train_model(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityCon
     return model, res
 
 
+def _train_job(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int, checkpoint,
+               threads: int) -> tuple[dict, Result]:
+    """One model in a worker process (one thread each: tiny models scale better over processes)."""
+    torch.set_num_threads(max(1, threads))
+    model, res = train_model(bank, budget, n_layers, replace(cfg, progress=False), seed, checkpoint)
+    return model.state_dict(), res
+
+
+def train_models(bank: QuestionBank, budgets, n_layers: int, cfg: CapacityConfig, seed: int = 0,
+                 checkpoint=None, workers: int = 1, threads: int = 1) -> list[tuple[Transformer, Result]]:
+    """``train_model`` for every budget, in order. With ``workers > 1`` (CPU only) the models train at the
+    same time in that many processes, largest first; each model's result is the same as when trained alone.
+    ``checkpoint(budget)`` gives each model's checkpoint path (or None)."""
+    ckpt = checkpoint or (lambda budget: None)
+    if workers <= 1 or len(budgets) <= 1 or torch.device(cfg.device).type != "cpu":
+        return [train_model(bank, b, n_layers, cfg, seed, ckpt(b)) for b in budgets]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(range(len(budgets)), key=lambda i: -budgets[i])
+    with ProcessPoolExecutor(max_workers=min(workers, len(budgets)), mp_context=mp.get_context("spawn")) as pool:
+        jobs = {i: pool.submit(_train_job, bank, budgets[i], n_layers, cfg, seed, ckpt(budgets[i]), threads)
+                for i in order}
+        out = []
+        for i, b in enumerate(budgets):
+            state, res = jobs[i].result()
+            model = Transformer(config_for_budget(b, n_layers, len(bank.profiles.vocab)))
+            model.load_state_dict(state)
+            out.append((model.eval(), res))
+    return out
+
+
 def capacity_history(res: Result, bank: QuestionBank, ent: DatasetEntropy) -> list[float]:
     """1-hop capacity (bits) at every evaluation of a training run."""
     out = []
