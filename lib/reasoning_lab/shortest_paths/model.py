@@ -80,9 +80,10 @@ def _group_losses(sq: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split: str, steps: int,
                 batch_size: int, generator: torch.Generator, log: TrainLog | None = None,
                 schedule=None, data_kw: dict | None = None, device="cpu", start_step: int = 0,
-                grad_clip: float = 0.0) -> TrainLog:
+                grad_clip: float = 0.0, on_step=None) -> TrainLog:
     """``steps`` Adam steps on fresh batches of ``split``; ``schedule(step) -> lr`` if given;
-    ``grad_clip > 0`` clips the global gradient norm."""
+    ``grad_clip > 0`` clips the global gradient norm; ``on_step(step, model)``, if given, is called after
+    every step (e.g. to record snapshots; it may switch the model to eval mode, training resumes after)."""
     log = log or TrainLog()
     data_kw = data_kw or {}
     model.train()
@@ -103,6 +104,9 @@ def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         log.add(step, float(loss.detach()), _group_losses(sq.detach(), labels))
+        if on_step is not None:
+            on_step(step, model)
+            model.train()
     log.seconds += time.perf_counter() - t0
     model.eval()
     return log
