@@ -259,3 +259,33 @@ def test_fit_method_runs_every_method():
         assert f.model.cfg.vocab_size == d.vocab_size + extra
     with pytest.raises(ValueError, match="method='nope'"):
         fx.fit_method(p, d, "nope", seed=0, device="cpu")
+
+
+def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monkeypatch):
+    import reasoning_lab.masked as masked
+
+    d = rv.make_reversal_data(40, 1, seed=0)
+
+    def run(ckpt=None):
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig(vocab_size=d.vocab_size + 1, n_layers=1, n_heads=2, d_model=16,
+                                        max_len=3, causal=False, dropout=0.2))
+        cfg = TrainConfig(epochs=6, batch_size=16, lr=0.01, eval_every=2, progress=False, seed=0,
+                          checkpoint_path=ckpt, checkpoint_every=2)
+        return masked.train_masked(model, d.train, cfg, d.vocab_size, {"train": d.train})
+
+    straight = run()
+    original, calls = masked.uniform_masks, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 12:          # in epoch 3 (4 batches per epoch), after the epoch-2 checkpoint
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(masked, "uniform_masks", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "m.pt")
+    monkeypatch.setattr(masked, "uniform_masks", original)
+    torch.manual_seed(123)            # the resumed run must not depend on the global state it starts in
+    assert run(tmp_path / "m.pt").data == straight.data

@@ -101,6 +101,21 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def global_rng_state(device: torch.device) -> dict[str, Any]:
+    """PyTorch's global random state (CPU, and the device's when it is a GPU): what dropout draws from.
+    Saved in checkpoints so that a resumed run continues the same random stream."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_global_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what ``global_rng_state`` saved (checkpoints without it are left alone)."""
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"].cpu())
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+
+
 def _json_default(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()

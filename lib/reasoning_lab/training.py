@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import Transformer
-from .runtime import progress, torch_save
+from .runtime import global_rng_state, progress, set_global_rng_state, torch_save
 
 
 @dataclass
@@ -247,9 +247,7 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         shuffle.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        set_global_rng_state(state, device)
         history = History(state["history"])
         start_epoch = state["epoch"]
 
@@ -259,8 +257,7 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
         torch_save({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "shuffle_rng": shuffle.get_state(), **global_rng_state(device),
             "history": history.data, "epoch": epoch,
         }, ckpt)
 
