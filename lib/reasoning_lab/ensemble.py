@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Transformer, apply_rotary
-from .runtime import progress, seed_everything, torch_save
+from .runtime import global_rng_state, progress, seed_everything, set_global_rng_state, torch_save
 from .training import (History, SeqData, TrainConfig, adamw, batch_rows, compile_mode, loss_positions,
                        mark_cudagraph_step, uses_static_batches)
 
@@ -346,9 +346,7 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
             scheduler.load_state_dict(state["scheduler"])
         for g, st in zip(shuffles, state["shuffle_rngs"]):
             g.set_state(st)
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        set_global_rng_state(state, device)
         histories = [History(h) for h in state["histories"]]
         start_epoch = state["epoch"]
 
@@ -358,8 +356,7 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
         torch_save({
             "model": ens.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "shuffle_rngs": [g.get_state() for g in shuffles], "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "shuffle_rngs": [g.get_state() for g in shuffles], **global_rng_state(device),
             "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds,
         }, ckpt)
 
