@@ -89,7 +89,7 @@ def rotary_tables(seq_len: int, dims: int, base: float, device=None) -> tuple[to
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first ``2*cos.shape[-1]`` features of ``x`` [..., T, head_dim] pairwise (feature j with
-    j + r/2), as one batched matmul with a rotation matrix per position: for heads of 8-64 features this is
+    j + r/2), as one batched matmul with a rotation matrix per position: for 16-feature heads this measured
     about twice as fast on a CPU as the equivalent elementwise products and concatenations."""
     T, half = cos.shape
     d = x.shape[-1]
