@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Transformer, apply_rotary
-from .runtime import global_rng_state, progress, seed_everything, set_global_rng_state, torch_save
+from .runtime import progress, restore_training_state, seed_everything, torch_save, training_state
 from .training import (History, SeqData, TrainConfig, adamw, batch_rows, compile_mode, loss_positions,
                        mark_cudagraph_step, uses_static_batches)
 
@@ -340,25 +340,15 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
         state = torch.load(ckpt, map_location=device, weights_only=False)
         if state.get("seeds") != seeds:
             raise ValueError(f"checkpoint {ckpt} holds seeds {state.get('seeds')}, not {seeds}")
-        ens.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        for g, st in zip(shuffles, state["shuffle_rngs"]):
-            g.set_state(st)
-        set_global_rng_state(state, device)
+        restore_training_state(state, ens, optimizer, device, scheduler, shuffles=shuffles)
         histories = [History(h) for h in state["histories"]]
         start_epoch = state["epoch"]
 
     def save(epoch: int) -> None:
         if ckpt is None:
             return
-        torch_save({
-            "model": ens.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "shuffle_rngs": [g.get_state() for g in shuffles], **global_rng_state(device),
-            "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds,
-        }, ckpt)
+        torch_save({**training_state(ens, optimizer, device, scheduler, shuffles=shuffles),
+                    "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds}, ckpt)
 
     mode = compile_mode(cfg, device)
     static = uses_static_batches(cfg, device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .runtime import global_rng_state, progress, set_global_rng_state, torch_save
+from .runtime import progress, restore_training_state, torch_save, training_state
 from .training import History, SeqData, TrainConfig, make_optimizer
 
 
@@ -86,18 +86,12 @@ def train_masked(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig, 
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        shuffle.set_state(state["shuffle_rng"])
-        masks.set_state(state["mask_rng"])
-        set_global_rng_state(state, device)
+        restore_training_state(state, model, optimizer, device, shuffle=shuffle, masks=masks)
         history, start_epoch = History(state["history"]), state["epoch"]
 
     def save(epoch: int) -> None:
         if ckpt is not None:
-            torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "shuffle_rng": shuffle.get_state(), "mask_rng": masks.get_state(),
-                        **global_rng_state(device),
+            torch_save({**training_state(model, optimizer, device, shuffle=shuffle, masks=masks),
                         "history": history.data, "epoch": epoch}, ckpt)
 
     tokens = train_data.tokens

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import Transformer
-from .runtime import global_rng_state, progress, set_global_rng_state, torch_save
+from .runtime import progress, restore_training_state, torch_save, training_state
 
 
 @dataclass
@@ -242,24 +242,15 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        shuffle.set_state(state["shuffle_rng"])
-        set_global_rng_state(state, device)
+        restore_training_state(state, model, optimizer, device, scheduler, shuffle=shuffle)
         history = History(state["history"])
         start_epoch = state["epoch"]
 
     def save(epoch: int) -> None:
         if ckpt is None:
             return
-        torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "shuffle_rng": shuffle.get_state(), **global_rng_state(device),
-            "history": history.data, "epoch": epoch,
-        }, ckpt)
+        torch_save({**training_state(model, optimizer, device, scheduler, shuffle=shuffle),
+                    "history": history.data, "epoch": epoch}, ckpt)
 
     mode = compile_mode(cfg, device)
     static = uses_static_batches(cfg, device)
