@@ -289,3 +289,31 @@ def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monk
     monkeypatch.setattr(masked, "uniform_masks", original)
     torch.manual_seed(123)            # the resumed run must not depend on the global state it starts in
     assert run(tmp_path / "m.pt").data == straight.data
+
+
+def test_fit_seeds_gives_the_models_and_snapshots_of_separate_fits():
+    p = dict(n_layers=2, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
+             freeze_embeddings=False, epochs=4, batch_size=8, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
+             loss_whole_sequence=False)
+    seeds = [5, 6]
+    sets = [rv.make_reversal_data(40, 1, seed=s) for s in seeds]
+    snaps_seq, snaps = [], []
+    seq = [rv.fit(p, d.train, {"train": d.train, "valid": d.valid}, d.vocab_size, seed=s, device="cpu",
+                  snapshot=(lambda m, e: snaps_seq.append((e, m.head.weight.detach().clone()))) if s == 5 else None)
+           for s, d in zip(seeds, sets)]
+    fits = rv.fit_seeds(p, [d.train for d in sets], [{"train": d.train, "valid": d.valid} for d in sets],
+                        sets[0].vocab_size, seeds, device="cpu", snapshot_every=3,
+                        snapshot=lambda m, e: snaps.append((e, m.head.weight.detach().clone())))
+    for a, b in zip(seq, fits):
+        assert torch.allclose(a.init_embedding, b.init_embedding)
+        for k in ("train_loss", "valid_nll", "train_acc"):
+            assert a.history[k] == pytest.approx(b.history[k], abs=1e-5), k
+        for (name, w1), w2 in zip(a.model.named_parameters(), b.model.parameters()):
+            if name.endswith("qkv.bias"):   # the key bias has an exactly-zero gradient (softmax ignores a shift
+                w1, w2 = (torch.cat([w[:16], w[32:]]) for w in (w1, w2))   # shared by all keys), so Adam
+                                            # blows its rounding noise up: compare the query and value parts
+            assert torch.allclose(w1, w2, atol=1e-5), name
+    # the snapshot sees the first seed's model as it was after epochs 3 and 4 (the last)
+    assert [e for e, _ in snaps] == [3, 4]
+    for e, w in snaps:
+        assert torch.allclose(w, snaps_seq[e - 1][1], atol=1e-5)

@@ -132,8 +132,8 @@ class StackedTransformer(_Stacked):
 
     custom_linear = True     # the hand-written backward on CPU without autocast (elsewhere autograd's own)
 
-    def _linear(self, x, name):
-        w = self.p(name + ".weight")
+    def _linear(self, x, name, w=None):
+        w = self.p(name + ".weight") if w is None else w
         bias = self.p(name + ".bias") if _key(name + ".bias") in self.stack else None
         if self.custom_linear and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
             return _StackedLinear.apply(x, w, bias)
@@ -187,7 +187,7 @@ class StackedTransformer(_Stacked):
             x = x.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d))
         K = x.shape[2]
         head = emb if cfg.tie_embeddings else self.p("head.weight")
-        logits = torch.bmm(self._norm(x.reshape(S, B * K, d), "norm_f"), head.transpose(1, 2))
+        logits = self._linear(self._norm(x.reshape(S, B * K, d), "norm_f"), "head", head)
         return logits.view(S, B, K, -1)
 
 
@@ -299,7 +299,7 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
                 cfg: TrainConfig, eval_splits: Sequence[dict[str, SeqData]] | None = None,
                 seeds: Sequence[int] | None = None,
                 on_epoch_end: Callable[[int, list[History]], None] | None = None,
-                backend: str = "auto") -> list[History]:
+                backend: str = "auto", sync_every: int = 0) -> list[History]:
     """Train one model per seed, all in one batched model; return one History per seed.
 
     ``make_model(seed)`` builds a model (called right after ``seed_everything(seed)``), or pass the built
@@ -308,6 +308,10 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
     ``seeds[s]`` seeds its data shuffling (``cfg.seed`` is not used). Everything else in ``cfg`` means
     what it means for :func:`reasoning_lab.training.train`, checkpoints included: with
     ``checkpoint_path`` one file holds the whole stack and a second call resumes from it.
+
+    The models receive the trained weights at the end. With ``sync_every = k > 0`` they also receive the
+    current weights after every ``k``-th epoch, before ``on_epoch_end`` is called (for hooks that look at
+    a model during training, e.g. to record snapshots); they are moved to ``cfg.device`` first.
     """
     if seeds is None:
         raise ValueError("train_seeds needs the list of seeds")
@@ -323,9 +327,15 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
     if len(models) != len(seeds):
         raise ValueError(f"got {len(models)} models for {len(seeds)} seeds: expected one per seed")
 
+    if sync_every < 0:
+        raise ValueError(f"parameter sync_every={sync_every} is not allowed: expected 0 (never) or a positive "
+                         "number of epochs")
     device = torch.device(cfg.device)
     S, N = len(seeds), len(datasets[0])
     ens = make_ensemble(models, backend).to(device)
+    if sync_every:
+        for m in models:
+            m.to(device)
     trainable = [p for p in ens.parameters() if p.requires_grad]
     optimizer = adamw(trainable, cfg, device)
     steps_per_epoch = math.ceil(N / cfg.batch_size)
@@ -396,6 +406,8 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
             for h, loss, m in zip(histories, (total / count).tolist(), metrics):
                 h.add(epoch=done, train_loss=loss, **m)
             ens.train()
+        if sync_every and (done % sync_every == 0 or done == cfg.epochs):
+            ens.write_back(models)
         if on_epoch_end is not None:
             on_epoch_end(done, histories)
         if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:

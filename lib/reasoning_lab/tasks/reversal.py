@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
+from ..ensemble import build_models, train_seeds
 from ..models import model_from_params
 from ..runtime import seed_everything
 from ..training import History, SeqData, config_from_params, train
@@ -226,12 +227,7 @@ def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int
 
     The absolute-position table has ``p.max_len`` rows, or just the sequence length when that is 0/absent.
     """
-    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
-    seq_len = train_data.tokens.shape[1]
-    max_len = params.get("max_len") or seq_len
-    if max_len < seq_len:
-        raise ValueError(f"parameter max_len={max_len} is not allowed: expected 0 or at least the sequence "
-                         f"length {seq_len}")
+    params, max_len = _model_params(p, train_data, overrides)
     seed_everything(seed)
     model = model_from_params(params, vocab_size, max_len=max_len)
     init = model.tok_emb.weight.detach().clone().cpu()
@@ -239,3 +235,36 @@ def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int
     hook = None if snapshot is None else (lambda epoch, _history: snapshot(model, epoch))
     history = train(model, train_data, cfg, eval_splits, on_epoch_end=hook)
     return Fit(model, history, init)
+
+
+def fit_seeds(p, train_sets: list[SeqData], eval_splits: list[dict[str, SeqData]], vocab_size: int,
+              seeds: list[int], device, checkpoint=None, desc: str | None = None, snapshot=None,
+              snapshot_every: int = 1, **overrides) -> list[Fit]:
+    """:func:`fit` for every seed at once: seed ``seeds[s]`` trains on ``train_sets[s]`` and is evaluated on
+    ``eval_splits[s]``, and all of them train as one batched model
+    (:func:`reasoning_lab.ensemble.train_seeds`) — the same models as separate :func:`fit` calls up to
+    float rounding, in less time. ``snapshot(model, epoch)``, if given, sees the first seed's model after
+    every ``snapshot_every``-th epoch and the last; ``checkpoint`` is one file for all seeds."""
+    params, max_len = _model_params(p, train_sets[0], overrides)
+    models = build_models(lambda _s: model_from_params(params, vocab_size, max_len=max_len), seeds)
+    inits = [m.tok_emb.weight.detach().clone().cpu() for m in models]
+    cfg = config_from_params(params, seed=seeds[0], device=device, checkpoint=checkpoint, desc=desc)
+
+    def hook(epoch, _histories):
+        if epoch % snapshot_every == 0 or epoch == cfg.epochs:
+            snapshot(models[0], epoch)
+
+    histories = train_seeds(models, train_sets, cfg, eval_splits, seeds,
+                            on_epoch_end=None if snapshot is None else hook,
+                            sync_every=snapshot_every if snapshot is not None else 0)
+    return [Fit(m, h, i) for m, h, i in zip(models, histories, inits)]
+
+
+def _model_params(p, train_data: SeqData, overrides: dict) -> tuple[dict, int]:
+    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
+    seq_len = train_data.tokens.shape[1]
+    max_len = params.get("max_len") or seq_len
+    if max_len < seq_len:
+        raise ValueError(f"parameter max_len={max_len} is not allowed: expected 0 or at least the sequence "
+                         f"length {seq_len}")
+    return params, max_len
