@@ -46,6 +46,9 @@ BENCHMARKS = [
      ratio_line),
     ("book build", "bench_book.py", [], "time budget (90 s per notebook + 60 s) / build wall time, 2 cores", 1.0,
      ratio_line),
+    # GPU only: skipped (and listed as such) where no CUDA device is present
+    ("reversal paper", "bench_reversal_paper.py", [], "10 min / projected time of the reversal paper preset, one GPU",
+     1.0, ratio_line),
 ]
 
 
