@@ -6,7 +6,7 @@ import torch
 
 import reasoning_lab as lab
 from reasoning_lab.models import ModelConfig, Transformer, apply_rotary, count_params, rotary_tables
-from reasoning_lab.params import Bool, Choice, Float, Int, Seq, validate
+from reasoning_lab.params import Bool, Choice, CompileMode, Float, Int, Seq, validate
 from reasoning_lab.tasks.reversal import make_reversal_data
 
 
@@ -95,6 +95,10 @@ def test_rules_give_one_line_errors():
     assert Int(1)("n", "3") == 3
     assert Float(0, 1)("lr", "0.5") == 0.5
     assert Bool()("b", "true") is True
+    assert CompileMode()("compile", "reduce-overhead") == "reduce-overhead"
+    assert CompileMode()("compile", "False") is False
+    with pytest.raises(ValueError, match=r"compile='fast' is not allowed: .*True, False or a torch.compile mode"):
+        CompileMode()("compile", "fast")
     assert Seq(Float(0, 1), length=2)("betas", "0.9,0.99") == [0.9, 0.99]
     with pytest.raises(ValueError, match="betas"):
         Seq(Float(0, 1), length=2)("betas", [0.9, 2.0])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .params import COMMON, Bool, Choice, Float, Int, Rule, Seq, validate
+from .params import COMMON, Bool, Choice, CompileMode, Float, Int, Rule, Seq, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -94,7 +94,7 @@ TRANSFORMER_RULES: dict[str, Rule] = {
     "pos_encoding": POS, "n_layers": Int(1, 96), "n_heads": Int(1, 64), "embed_dim": Int(2, 8192),
     "dropout": Float(0.0, 0.9), "tie_embeddings": Bool(), "freeze_embeddings": Bool(),
     "epochs": POS_INT, "batch_size": POS_INT, "lr": LR, "weight_decay": WD, "betas": BETAS,
-    "loss_whole_sequence": Bool(), "seeds": Int(1, 100), "compile": Bool(),
+    "loss_whole_sequence": Bool(), "seeds": Int(1, 100), "compile": CompileMode(),
 }
 
 

@@ -118,6 +118,22 @@ class Choice(Rule):
         return "one of " + ", ".join(repr(o) for o in self.options)
 
 
+class CompileMode(Rule):
+    """``compile``: True/False, or a ``torch.compile`` mode ("reduce-overhead" also captures CUDA graphs)."""
+    MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+    def __call__(self, name, value):
+        if isinstance(value, str) and value in self.MODES:
+            return value
+        try:
+            return Bool()(name, value)
+        except ValueError:
+            raise _bad(name, value, self.describe()) from None
+
+    def describe(self):
+        return "True, False or a torch.compile mode (" + ", ".join(repr(m) for m in self.MODES) + ")"
+
+
 @dataclass(frozen=True)
 class Text(Rule):
     """Any string (paths, labels)."""
