@@ -47,11 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from reasoning_lab.tasks import reversal as rv
     from reasoning_lab.training import config_from_params
 
-    exp = get("reversal-curse")
-    p = dict(exp.defaults())
-    p.update(exp.presets["paper"])
-    if args.small:
-        p.update(n_layers=2, n_heads=4, embed_dim=128, max_len=0)
+    small = {"n_layers": 2, "n_heads": 4, "embed_dim": 128, "max_len": 0} if args.small else {}
+    p = get("reversal-curse").resolve("paper", small)
     full_epochs = p["epochs"]
     S = args.seeds or p["seeds"]
     device = lab.resolve_device(args.device or "cuda")
