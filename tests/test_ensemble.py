@@ -152,3 +152,39 @@ def test_train_seeds_static_batches_match_dynamic_ones():
                         [{"valid": d.valid} for d in datas], SEEDS) for st in (False, True)]
     for h1, h2 in zip(*runs):
         _assert_close(h1, h2, tol=1e-6)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_compiled_training_step_matches_eager(monkeypatch, batched):
+    """The CUDA path compiles the model with static batches (for CUDA graphs). Without a GPU, run that same
+    code path under torch.compile's ``aot_eager`` backend, which traces forward and backward as the GPU
+    compiler does (no graph breaks allowed) but runs them with eager kernels: the histories must match."""
+    import reasoning_lab.ensemble as ensemble
+    import reasoning_lab.training as training
+
+    datas = _data()
+    cfg = _cfg(epochs=2, batch_size=24)
+
+    def run():
+        if batched:
+            return train_seeds(_make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
+        lab.seed_everything(0)
+        return [lab.train(_make(0), datas[0].train, cfg, {"valid": datas[0].valid})]
+
+    eager = run()
+    compile_ = torch.compile
+    for module in (training, ensemble):
+        monkeypatch.setattr(module, "compile_mode", lambda *_: "reduce-overhead")
+    calls = []
+
+    def compile_on_cpu(model, mode=None, dynamic=None):
+        calls.append(dynamic)
+        return compile_(model, backend="aot_eager", dynamic=dynamic, fullgraph=True)
+
+    monkeypatch.setattr(torch, "compile", compile_on_cpu)
+    torch._dynamo.reset()
+    compiled = run()
+    torch._dynamo.reset()
+    assert calls == [False]                 # compiled once, for static shapes
+    for h1, h2 in zip(eager, compiled):
+        _assert_close(h1, h2, tol=1e-5)
