@@ -1,6 +1,7 @@
 """Reversal-curse data, probes, the paper preset's size, and the curse itself at tiny scale."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -259,6 +260,23 @@ def test_fit_method_runs_every_method():
         assert f.model.cfg.vocab_size == d.vocab_size + extra
     with pytest.raises(ValueError, match="method='nope'"):
         fx.fit_method(p, d, "nope", seed=0, device="cpu")
+
+
+def test_fit_method_seeds_matches_one_fit_per_seed(tmp_path):
+    from reasoning_lab.tasks import reversal_fixes as fx
+    datas = [rv.make_reversal_data(40, 1, seed=s) for s in (0, 1)]
+    p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
+             freeze_embeddings=False, epochs=2, batch_size=16, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
+             loss_whole_sequence=False, word_size=1, max_len=0, strong_weight_decay=1.0, masked_epochs=2,
+             masked_lr=0.003)
+    for m in fx.METHODS:
+        fits = fx.fit_method_seeds(p, datas, m, [0, 1], device="cpu", checkpoint=tmp_path / f"{m}.pt")
+        for s, (d, f) in enumerate(zip(datas, fits)):
+            one = fx.fit_method(p, d, m, seed=s, device="cpu")
+            assert (f.model.head.weight is f.model.tok_emb.weight) == (m == "tied")
+            for key in ("train_loss", "valid_prob", "train_prob"):
+                assert np.allclose(f.history[key], one.history[key], rtol=1e-3, atol=1e-6), (m, s, key)
+    assert (tmp_path / "masked-seed1.pt").exists() and (tmp_path / "tied.pt").exists()
 
 
 def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monkeypatch):

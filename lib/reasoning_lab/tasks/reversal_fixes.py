@@ -14,6 +14,7 @@ New relation tokens get the ids just past the data's vocabulary, so entity ids d
 """
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -22,7 +23,7 @@ from ..masked import train_masked
 from ..models import model_from_params
 from ..runtime import seed_everything
 from ..training import SeqData, config_from_params
-from .reversal import BACKWARD, FORWARD, Fit, ReversalData, fit, sequences
+from .reversal import BACKWARD, FORWARD, Fit, ReversalData, fit, fit_seeds, sequences
 
 
 def split_sentences(seq: SeqData, word_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,6 +75,17 @@ def training_set(data: ReversalData, method: str, word_size: int) -> tuple[SeqDa
 METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral", "masked", "weight_decay", "tied")
 
 
+def _method_run(params: dict, data: ReversalData, method: str) -> tuple[SeqData, int, dict]:
+    """What a (non-masked) method trains on: ``(training sentences, vocabulary size, parameter overrides)``."""
+    if method in DATA_METHODS:
+        return (*training_set(data, method, params["word_size"]), {})
+    if method == "weight_decay":
+        return data.train, data.vocab_size, {"weight_decay": params["strong_weight_decay"]}
+    if method == "tied":
+        return data.train, data.vocab_size, {"tie_embeddings": True}
+    raise ValueError(f"method={method!r} is not allowed: expected one of {', '.join(METHODS)}")
+
+
 def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint=None) -> Fit:
     """Train one model of ``method`` on ``data`` with the notebook's parameters ``p`` and evaluate it on the
     original training sentences and the held-out reverse questions.
@@ -85,14 +97,6 @@ def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint
     params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p))}
     splits = {"train": data.train, "valid": data.valid}
     desc = f"{method}, seed {seed}"
-    if method in DATA_METHODS:
-        train_data, vocab = training_set(data, method, params["word_size"])
-        return fit(params, train_data, splits, vocab, seed, device, checkpoint, desc)
-    if method == "weight_decay":
-        return fit(params, data.train, splits, data.vocab_size, seed, device, checkpoint, desc,
-                   weight_decay=params["strong_weight_decay"])
-    if method == "tied":
-        return fit(params, data.train, splits, data.vocab_size, seed, device, checkpoint, desc, tie_embeddings=True)
     if method == "masked":
         params.update(epochs=params["masked_epochs"], lr=params["masked_lr"])
         mask_id = data.vocab_size                                  # one new token: [MASK]
@@ -103,4 +107,21 @@ def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint
         init = model.tok_emb.weight.detach().clone().cpu()
         cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
         return Fit(model, train_masked(model, data.train, cfg, mask_id, splits), init)
-    raise ValueError(f"method={method!r} is not allowed: expected one of {', '.join(METHODS)}")
+    train_data, vocab, overrides = _method_run(params, data, method)
+    return fit(params, train_data, splits, vocab, seed, device, checkpoint, desc, **overrides)
+
+
+def fit_method_seeds(p, datas: list[ReversalData], method: str, seeds: list[int], device,
+                     checkpoint=None) -> list[Fit]:
+    """:func:`fit_method` for every seed, ``datas[s]`` being seed ``seeds[s]``'s data. The causal methods
+    train all seeds as one batched model (:func:`.reversal.fit_seeds`, one ``checkpoint`` file);
+    ``masked`` has its own trainer and runs the seeds one after the other, each with its own checkpoint
+    (``checkpoint`` with ``-seed<s>`` added to its name)."""
+    if method == "masked":
+        def path(s):
+            return None if checkpoint is None else Path(checkpoint).with_stem(f"{Path(checkpoint).stem}-seed{s}")
+        return [fit_method(p, d, method, s, device, path(s)) for d, s in zip(datas, seeds)]
+    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p))}
+    runs = [_method_run(params, d, method) for d in datas]
+    return fit_seeds(params, [r[0] for r in runs], [{"train": d.train, "valid": d.valid} for d in datas],
+                     runs[0][1], seeds, device, checkpoint, f"{method}, seeds {seeds[0]}-{seeds[-1]}", **runs[0][2])
