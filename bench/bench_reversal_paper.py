@@ -52,18 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     full_epochs = p["epochs"]
     S = args.seeds or p["seeds"]
     device = lab.resolve_device(args.device or "cuda")
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
 
     seeds = list(range(S))
     sets = [rv.make_reversal_data(p["vocab_size"], p["word_size"], seed=s) for s in seeds]
-    params, max_len = rv._model_params(p, sets[0].train, {"epochs": args.epochs})
+    params = {**p, "epochs": args.epochs}
+    max_len = p["max_len"] or sets[0].train.tokens.shape[1]     # the preset's 1024-row position table
     models = lab.build_models(lambda _s: lab.model_from_params(params, sets[0].vocab_size, max_len=max_len), seeds)
     n_params = models[0].num_params()
-    mode = None if args.compile == "none" else args.compile
     eval_every = max(1, full_epochs // 100)       # the preset's cadence, not this short run's
     cfg = config_from_params(params, seed=0, device=device, eval_every=eval_every)
-    cfg.compile = mode or False
+    cfg.compile = False if args.compile == "none" else args.compile
     cfg.progress = False
     steps_per_epoch = math.ceil(len(sets[0].train) / cfg.batch_size)
 
@@ -98,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"projected {full_epochs} epochs: {projected:.0f} s = {projected / 60:.1f} min "
           f"(target <= {TARGET_SECONDS / 60:.0f} min)")
     ratio = TARGET_SECONDS / projected
+    full_preset = not args.small and S == p["seeds"]          # a shrunk run never counts as meeting the target
     print("RESULT " + json.dumps({
-        "ratio": round(ratio, 3), "target": ">= 1x (<= 10 min)", "pass": bool(ratio >= 1 and not args.small
-                                                                            and S == p["seeds"]),
+        "ratio": round(ratio, 3), "target": ">= 1x (<= 10 min)", "pass": bool(ratio >= 1 and full_preset),
         "detail": f"{S} seeds, {step_ms:.1f} ms/step on {name}, projected {projected / 60:.1f} min"}))
     return 0
 
