@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Sequence
+
+
+def as_dict(p, **overrides) -> dict[str, Any]:
+    """A notebook's parameters (a namespace such as ``run.p``, or a dict) as a new dict, with overrides."""
+    return {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
 
 
 def _bad(name: str, value: Any, allowed: str) -> ValueError:

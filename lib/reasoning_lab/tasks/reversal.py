@@ -9,12 +9,12 @@ training; for each remaining pair a fair coin puts one direction in training and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
 from ..ensemble import build_models, train_seeds
 from ..models import model_from_params
+from ..params import as_dict
 from ..runtime import seed_everything
 from ..training import History, SeqData, config_from_params, train
 
@@ -261,7 +261,7 @@ def fit_seeds(p, train_sets: list[SeqData], eval_splits: list[dict[str, SeqData]
 
 
 def _model_params(p, train_data: SeqData, overrides: dict) -> tuple[dict, int]:
-    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
+    params = as_dict(p, **overrides)
     seq_len = train_data.tokens.shape[1]
     max_len = params.get("max_len") or seq_len
     if max_len < seq_len:

@@ -15,12 +15,12 @@ New relation tokens get the ids just past the data's vocabulary, so entity ids d
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from ..masked import train_masked
 from ..models import model_from_params
+from ..params import as_dict
 from ..runtime import seed_everything
 from ..training import SeqData, config_from_params
 from .reversal import BACKWARD, FORWARD, Fit, ReversalData, fit, fit_seeds, sequences
@@ -94,7 +94,7 @@ def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint
     ``masked`` trains a bidirectional model with MLM-U for ``p.masked_epochs`` at ``p.masked_lr`` and asks
     each question with the answer entity masked.
     """
-    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p))}
+    params = as_dict(p)
     splits = {"train": data.train, "valid": data.valid}
     desc = f"{method}, seed {seed}"
     if method == "masked":
@@ -121,7 +121,7 @@ def fit_method_seeds(p, datas: list[ReversalData], method: str, seeds: list[int]
         def path(s):
             return None if checkpoint is None else Path(checkpoint).with_stem(f"{Path(checkpoint).stem}-seed{s}")
         return [fit_method(p, d, method, s, device, path(s)) for d, s in zip(datas, seeds)]
-    params = {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p))}
+    params = as_dict(p)
     runs = [_method_run(params, d, method) for d in datas]
     return fit_seeds(params, [r[0] for r in runs], [{"train": d.train, "valid": d.valid} for d in datas],
                      runs[0][1], seeds, device, checkpoint, f"{method}, seeds {seeds[0]}-{seeds[-1]}", **runs[0][2])
