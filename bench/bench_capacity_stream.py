@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import torch  # noqa: E402
 
-from reasoning_lab.capacity import (CapacityConfig, QuestionBank, config_for_budget, generate_profiles,  # noqa: E402
+from reasoning_lab.studies.capacity import (CapacityConfig, QuestionBank, config_for_budget, generate_profiles,  # noqa: E402
                                     make_vocab)
-from reasoning_lab.capacity.train import AnswerLoss, build_parser  # noqa: E402
-from reasoning_lab.models import Transformer  # noqa: E402
+from reasoning_lab.studies.capacity.train import AnswerLoss, build_parser  # noqa: E402
+from reasoning_lab.model import Transformer
 from _timing import rate  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 TARGET = 10.0

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import torch  # noqa: E402
 
-from reasoning_lab.shortest_paths import UNREACHABLE, make_batch  # noqa: E402
+from reasoning_lab.studies.shortest_paths import UNREACHABLE, make_batch  # noqa: E402
 from _timing import rate  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 MIN_N, MAX_N, MAX_TUNE_N = 3, 15, 7

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import reasoning_lab as lab
     from reasoning_lab.experiments import get
-    from reasoning_lab.tasks import reversal as rv
-    from reasoning_lab.training import config_from_params
+    from reasoning_lab.studies.reversal import task as rv
+    from reasoning_lab.train import config_from_params
 
     small = {"n_layers": 2, "n_heads": 4, "embed_dim": 128, "max_len": 0} if args.small else {}
     p = get("reversal-curse").resolve("paper", small)

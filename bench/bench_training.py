@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
 
     import reasoning_lab as lab
-    from reasoning_lab.ensemble import train_seeds
-    from reasoning_lab.tasks.reversal import make_reversal_data
+    from reasoning_lab.train import train_seeds
+    from reasoning_lab.studies.reversal.task import make_reversal_data
 
     torch.set_num_threads(args.threads)
     device = lab.resolve_device(args.device)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     variants = {
-        "ours": (lambda: lab.train(ours, data.train, cfg(), {}), 1),
+        "ours": (lambda: lab.train.train(ours, data.train, cfg(), {}), 1),
         "ours-seeds": (lambda: train_seeds(ens_models, [d.train for d in datas], cfg(), [{} for _ in seeds],
                                            seeds), args.seeds),
         "ours-plain": (plain_loop(ours_plain, lambda m, x: m(x)), 1),

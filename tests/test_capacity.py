@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reasoning_lab.capacity import entropy as E
-from reasoning_lab.capacity import vocab as V
-from reasoning_lab.capacity.profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
-from reasoning_lab.capacity.questions import HELDOUT_SETS, QuestionBank
-from reasoning_lab.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
-from reasoning_lab.capacity import sweep
-from reasoning_lab.capacity.train import AnswerLoss, CapacityConfig, main, question_losses, train_capacity
-from reasoning_lab.models import Transformer, count_params
+from reasoning_lab.studies.capacity import entropy as E
+from reasoning_lab.studies.capacity import vocab as V
+from reasoning_lab.studies.capacity.profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
+from reasoning_lab.studies.capacity.questions import HELDOUT_SETS, QuestionBank
+from reasoning_lab.studies.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
+from reasoning_lab.studies.capacity import sweep
+from reasoning_lab.studies.capacity.train import AnswerLoss, CapacityConfig, main, question_losses, train_capacity
+from reasoning_lab.model import Transformer, count_params
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +344,7 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_script_runs_as_two_process_ddp_with_gloo(tmp_path):
-    """What ``torchrun --nproc_per_node 2 -m reasoning_lab.capacity.train`` does: WORLD_SIZE=2 -> gloo DDP."""
+    """What ``torchrun --nproc_per_node 2 -m reasoning_lab.studies.capacity.train`` does: WORLD_SIZE=2 -> gloo DDP."""
     import socket
 
     import torch.multiprocessing as mp
@@ -360,7 +360,7 @@ def test_script_runs_as_two_process_ddp_with_gloo(tmp_path):
 
 # --- probes --------------------------------------------------------------------------------------------
 def test_softmax_probe_fits_separable_data_and_penalty_shrinks_weights():
-    from reasoning_lab.capacity.probes import fit_softmax
+    from reasoning_lab.studies.capacity.probes import fit_softmax
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(3, (1, 200), generator=g)
@@ -372,7 +372,7 @@ def test_softmax_probe_fits_separable_data_and_penalty_shrinks_weights():
 
 
 def test_probes_find_the_layer_and_position_that_carry_the_label(small):
-    from reasoning_lab.capacity.probes import POSITIONS, ProbeData, run_probes
+    from reasoning_lab.studies.capacity.probes import POSITIONS, ProbeData, run_probes
 
     _, _, bank = small
     g = torch.Generator().manual_seed(1)
@@ -388,7 +388,7 @@ def test_probes_find_the_layer_and_position_that_carry_the_label(small):
 
 
 def test_probe_collection_labels_the_bridge(small):
-    from reasoning_lab.capacity.probes import collect, model_first_token_loss, test_rows
+    from reasoning_lab.studies.capacity.probes import collect, model_first_token_loss, test_rows
 
     _, p, bank = small
     model = Transformer(llama_config(16, 2, len(p.vocab)))

@@ -8,9 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import reasoning_lab as lab
-from reasoning_lab.models import ModelConfig, Transformer
-from reasoning_lab.tasks import chain
-from reasoning_lab.tasks.chain import DIRECT, INDIRECT
+from reasoning_lab.model import ModelConfig, Transformer
+from reasoning_lab.studies.chain import task as chain
+from reasoning_lab.studies.chain.task import DIRECT, INDIRECT
 
 
 def _rows(seq_data) -> set:
@@ -80,7 +80,7 @@ def test_loss_flag_switches_the_loss():
             logp = F.log_softmax(model(data.train.tokens[:, :-1]), -1)
         nll = -logp.gather(-1, data.train.tokens[:, 1:, None]).squeeze(-1)
         expected = nll.mean() if flag else nll[:, 1].mean()                      # all positions vs the answer
-        h = lab.train(model, data.train, cfg, {})
+        h = lab.train.train(model, data.train, cfg, {})
         losses[flag] = h.last("train_loss")
         assert losses[flag] == pytest.approx(expected.item(), rel=1e-5)         # one full batch: loss at init
         heads[flag] = model.head.weight.detach().clone()
@@ -172,7 +172,7 @@ def test_tiny_model_shows_intransitivity_and_two_step_success():
     data = chain.make_chain_data(80, 1, seed=0, held_out_fraction=0.3)          # 20 triples, 6 held out
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=32, max_len=3))
-    h = lab.train(model, data.train, lab.TrainConfig(epochs=150, batch_size=32, lr=1e-2, eval_every=150,
+    h = lab.train.train(model, data.train, lab.TrainConfig(epochs=150, batch_size=32, lr=1e-2, eval_every=150,
                                                      progress=False),
                   {"train": data.train, "valid": data.valid})
     m = chain.two_step_metrics(model, data)

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from reasoning_lab import cli, runner
+from reasoning_lab.experiments import cli, runner
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "reasoning_lab.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "reasoning_lab.experiments.cli", *args], capture_output=True, text=True)
 
 
 def test_list_shows_experiments():

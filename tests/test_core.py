@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import reasoning_lab as lab
-from reasoning_lab.models import ModelConfig, Transformer, apply_rotary, count_params, rotary_tables
-from reasoning_lab.params import Bool, Choice, CompileMode, Float, Int, Seq, validate
-from reasoning_lab.tasks.reversal import make_reversal_data
+from reasoning_lab.model import ModelConfig, Transformer, apply_rotary, count_params, rotary_tables
+from reasoning_lab.experiments.params import Bool, Choice, CompileMode, Float, Int, Seq, validate
+from reasoning_lab.studies.reversal.task import make_reversal_data
 
 
 def tiny(**kw):
@@ -78,7 +78,7 @@ def test_frozen_embeddings_do_not_move():
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3))
     model.freeze_embeddings()
     before = model.tok_emb.weight.clone()
-    lab.train(model, data.train, lab.TrainConfig(epochs=2, batch_size=16, lr=1e-2))
+    lab.train.train(model, data.train, lab.TrainConfig(epochs=2, batch_size=16, lr=1e-2))
     torch.testing.assert_close(model.tok_emb.weight, before)
 
 
@@ -139,7 +139,7 @@ def _short_run(tmp_path=None, stop_at=None):
         if stop_at is not None and epoch == stop_at:
             raise KeyboardInterrupt
 
-    return lab.train(model, data.train, cfg, {"train": data.train, "valid": data.valid}, on_epoch_end=stop)
+    return lab.train.train(model, data.train, cfg, {"train": data.train, "valid": data.valid}, on_epoch_end=stop)
 
 
 def test_same_seed_same_metrics():
@@ -160,7 +160,7 @@ def test_training_learns_the_seen_direction_only():
     data = make_reversal_data(200, 1, seed=0)
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=32, max_len=3))
-    h = lab.train(model, data.train, lab.TrainConfig(epochs=60, batch_size=32, lr=3e-3, eval_every=60),
+    h = lab.train.train(model, data.train, lab.TrainConfig(epochs=60, batch_size=32, lr=3e-3, eval_every=60),
                   {"train": data.train, "valid": data.valid})
     assert h.last("train_prob") > 0.9
     assert h.last("valid_prob") < data.chance_prob
@@ -185,7 +185,7 @@ def test_registry_defaults_have_rules():
 
 
 def test_checkpoints_are_keyed_by_the_settings_that_change_results(tmp_path):
-    from reasoning_lab.notebook import Run
+    from reasoning_lab.experiments.session import Run
 
     base = {"seed": 0, "lr": 0.01, "device": "cpu", "threads": 1, "output_dir": str(tmp_path / "a")}
     path = Run("x", base).checkpoint("model")

@@ -1,12 +1,13 @@
-"""Batched-seed training (reasoning_lab.ensemble) against separate runs of reasoning_lab.train."""
+"""Batched-seed training (reasoning_lab.train.train_seeds) against separate runs of reasoning_lab.train."""
 import pytest
 import torch
 
 import reasoning_lab as lab
-from reasoning_lab.ensemble import StackedTransformer, VmapEnsemble, build_models, train_seeds
-from reasoning_lab.models import ModelConfig, Transformer
-from reasoning_lab.tasks.reversal import make_reversal_data
-from reasoning_lab.training import loss_positions
+from reasoning_lab.stacked import StackedTransformer, VmapEnsemble, build_models
+from reasoning_lab.train import train_seeds
+from reasoning_lab.model import ModelConfig, Transformer
+from reasoning_lab.studies.reversal.task import make_reversal_data
+from reasoning_lab.data import loss_positions
 
 SEEDS = [3, 4]
 
@@ -33,7 +34,7 @@ def _sequential(datas, cfg, **model_kw):
         lab.seed_everything(s)
         model = _make(s, **model_kw)
         cfg.seed = s
-        out.append((lab.train(model, d.train, cfg, {"train": d.train, "valid": d.valid}), model))
+        out.append((lab.train.train(model, d.train, cfg, {"train": d.train, "valid": d.valid}), model))
     return out
 
 
@@ -90,7 +91,7 @@ def test_train_seeds_frozen_tied_embeddings_match():
         model = _make(s, tie_embeddings=True)
         model.freeze_embeddings()
         cfg.seed = s
-        seq.append(lab.train(model, d.train, cfg, {"valid": d.valid}))
+        seq.append(lab.train.train(model, d.train, cfg, {"valid": d.valid}))
 
     def make(s):
         model = _make(s, tie_embeddings=True)
@@ -129,7 +130,7 @@ def test_static_batches_pad_without_changing_training():
     for static in (False, True):
         lab.seed_everything(0)
         model = _make(0)
-        runs.append(lab.train(model, d.train, _cfg(batch_size=24, static_batches=static), {"valid": d.valid}))
+        runs.append(lab.train.train(model, d.train, _cfg(batch_size=24, static_batches=static), {"valid": d.valid}))
     _assert_close(*runs, tol=1e-6)
 
 
@@ -159,8 +160,7 @@ def test_compiled_training_step_matches_eager(monkeypatch, batched):
     """The CUDA path compiles the model with static batches (for CUDA graphs). Without a GPU, run that same
     code path under torch.compile's ``aot_eager`` backend, which traces forward and backward as the GPU
     compiler does (no graph breaks allowed) but runs them with eager kernels: the histories must match."""
-    import reasoning_lab.ensemble as ensemble
-    import reasoning_lab.training as training
+    import reasoning_lab.train as training
 
     datas = _data()
     cfg = _cfg(epochs=2, batch_size=24)
@@ -169,12 +169,11 @@ def test_compiled_training_step_matches_eager(monkeypatch, batched):
         if batched:
             return train_seeds(_make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
         lab.seed_everything(0)
-        return [lab.train(_make(0), datas[0].train, cfg, {"valid": datas[0].valid})]
+        return [lab.train.train(_make(0), datas[0].train, cfg, {"valid": datas[0].valid})]
 
     eager = run()
     compile_ = torch.compile
-    for module in (training, ensemble):
-        monkeypatch.setattr(module, "compile_mode", lambda *_: "reduce-overhead")
+    monkeypatch.setattr(training, "compile_mode", lambda *_: "reduce-overhead")
     calls = []
 
     def compile_on_cpu(model, mode=None, dynamic=None):

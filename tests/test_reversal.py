@@ -7,10 +7,11 @@ import torch
 
 import reasoning_lab as lab
 from reasoning_lab import experiments
-from reasoning_lab.models import ModelConfig, Transformer, count_params
-from reasoning_lab.tasks import reversal as rv
-from reasoning_lab.tasks.reversal_icl import make_reversal_icl_data
-from reasoning_lab.training import TrainConfig, answer_logprobs, train
+from reasoning_lab.model import ModelConfig, Transformer, count_params
+from reasoning_lab.studies.reversal import task as rv
+from reasoning_lab.studies.reversal.in_context import make_reversal_icl_data
+from reasoning_lab.train import TrainConfig, train
+from reasoning_lab.evaluate import answer_logprobs
 
 
 def _facts(seq: lab.SeqData, k: int) -> set[tuple]:
@@ -164,7 +165,7 @@ def test_the_curse_holds(pos, word_size):
 # --------------------------------------------------------------------------------------------- fixes
 
 def test_reversed_copies_never_state_a_question():
-    from reasoning_lab.tasks import reversal_fixes as fx
+    from reasoning_lab.studies.reversal import fixes as fx
     d = rv.make_reversal_data(80, 2, seed=2)
     train, vocab = fx.training_set(d, "reversed_copies", 2)
     assert vocab == d.vocab_size + 2 and len(train) == 2 * len(d.train)
@@ -177,7 +178,7 @@ def test_reversed_copies_never_state_a_question():
 
 
 def test_identity_sentences():
-    from reasoning_lab.tasks import reversal_fixes as fx
+    from reasoning_lab.studies.reversal import fixes as fx
     d = rv.make_reversal_data(80, 1, seed=0)
     typed, vocab = fx.training_set(d, "identity_bridge", 1)
     extra = typed.tokens[len(d.train):]
@@ -194,7 +195,7 @@ def test_identity_sentences():
 
 
 def test_uniform_masks():
-    from reasoning_lab.masked import uniform_masks
+    from reasoning_lab.studies.reversal.masked import uniform_masks
     m = uniform_masks(20000, 3, torch.Generator().manual_seed(0))
     assert m.any(1).all()
     # r ~ U(0,1): the number masked out of T is uniform on {0..T}; the empty rows get one position
@@ -204,7 +205,7 @@ def test_uniform_masks():
 
 
 def test_masked_training_learns_and_scores_masked_answers():
-    from reasoning_lab.masked import masked_answer_logprobs, train_masked
+    from reasoning_lab.studies.reversal.masked import masked_answer_logprobs, train_masked
     d = rv.make_reversal_data(40, 1, seed=0)
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=d.vocab_size + 1, n_layers=1, n_heads=2, d_model=32, max_len=3,
@@ -225,7 +226,7 @@ def test_masked_training_learns_and_scores_masked_answers():
 
 @pytest.mark.parametrize("pos", ["absolute", "rotary"])
 def test_attention_weights_reproduce_the_block(pos):
-    from reasoning_lab.attention import attention_weights
+    from reasoning_lab.model import attention_weights
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=30, n_layers=2, n_heads=2, d_model=16, max_len=7,
                                     pos_encoding=pos)).eval()
@@ -245,7 +246,7 @@ def test_attention_weights_reproduce_the_block(pos):
 
 
 def test_fit_method_runs_every_method():
-    from reasoning_lab.tasks import reversal_fixes as fx
+    from reasoning_lab.studies.reversal import fixes as fx
     d = rv.make_reversal_data(40, 1, seed=0)
     p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
              freeze_embeddings=False, epochs=2, batch_size=64, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
@@ -263,7 +264,7 @@ def test_fit_method_runs_every_method():
 
 
 def test_fit_method_seeds_matches_one_fit_per_seed(tmp_path):
-    from reasoning_lab.tasks import reversal_fixes as fx
+    from reasoning_lab.studies.reversal import fixes as fx
     datas = [rv.make_reversal_data(40, 1, seed=s) for s in (0, 1)]
     p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
              freeze_embeddings=False, epochs=2, batch_size=16, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
@@ -280,7 +281,7 @@ def test_fit_method_seeds_matches_one_fit_per_seed(tmp_path):
 
 
 def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monkeypatch):
-    import reasoning_lab.masked as masked
+    import reasoning_lab.studies.reversal.masked as masked
 
     d = rv.make_reversal_data(40, 1, seed=0)
 

@@ -4,10 +4,10 @@ from collections import deque
 import pytest
 import torch
 
-from reasoning_lab.shortest_paths import SPLIT_NAMES, UNREACHABLE, HandcraftedBFS, label_shares, make_batch
-from reasoning_lab.shortest_paths import handcrafted as hc
-from reasoning_lab.shortest_paths.data import bfs, adjacency, distances, random_edges
-from reasoning_lab.shortest_paths.model import PathTransformer, histogram2d
+from reasoning_lab.studies.shortest_paths import SPLIT_NAMES, UNREACHABLE, HandcraftedBFS, label_shares, make_batch
+from reasoning_lab.studies.shortest_paths import handcrafted as hc
+from reasoning_lab.studies.shortest_paths.data import bfs, adjacency, distances, random_edges
+from reasoning_lab.studies.shortest_paths.model import PathTransformer, histogram2d
 
 
 def ref_tree_path(edges, target):

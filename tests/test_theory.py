@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from reasoning_lab.theory import bilinear as bl
-from reasoning_lab.theory import one_layer as ol
+from reasoning_lab.studies.theory import bilinear as bl
+from reasoning_lab.studies.theory import one_layer as ol
 
 F64 = torch.float64
 

@@ -18,50 +18,16 @@ import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import Transformer
-from .runtime import progress, restore_training_state, torch_save, training_state
-
-
-@dataclass
-class SeqData:
-    tokens: torch.Tensor            # [N, T] long
-    answer: torch.Tensor            # [N, T] bool: positions holding answer tokens (never position 0)
-    valid: torch.Tensor | None = None  # [N, T] bool: real (non-padding) tokens; None = all
-
-    def __post_init__(self):
-        if self.tokens.shape != self.answer.shape:
-            raise ValueError("tokens and answer mask must have the same shape")
-        if self.tokens.shape[0] and self.answer[:, 0].any():
-            raise ValueError("position 0 cannot be an answer token (nothing predicts it)")
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def to(self, device) -> "SeqData":
-        return SeqData(self.tokens.to(device), self.answer.to(device),
-                       None if self.valid is None else self.valid.to(device))
-
-    def take(self, index) -> "SeqData":
-        return SeqData(self.tokens[index], self.answer[index], None if self.valid is None else self.valid[index])
-
-    def loss_mask(self, whole_sequence: bool) -> torch.Tensor:
-        """Mask over positions 1..T-1 of the tokens that are predicted in the loss."""
-        if whole_sequence:
-            mask = torch.ones_like(self.answer[:, 1:]) if self.valid is None else self.valid[:, 1:]
-            return mask
-        return self.answer[:, 1:]
-
-    @staticmethod
-    def cat(parts: list["SeqData"]) -> "SeqData":
-        valid = None
-        if any(p.valid is not None for p in parts):
-            valid = torch.cat([p.valid if p.valid is not None else torch.ones_like(p.answer) for p in parts])
-        return SeqData(torch.cat([p.tokens for p in parts]), torch.cat([p.answer for p in parts]), valid)
+from .data import SeqData, loss_positions
+from .evaluate import evaluate, evaluate_seeds, logits_at
+from .io import progress, restore_training_state, torch_save, training_state
+from .stacked import _rows, build_models, make_ensemble, stack_positions
 
 
 @dataclass
@@ -110,72 +76,6 @@ class History:
 
     def keys(self):
         return self.data.keys()
-
-
-def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The True positions of each row of ``mask`` [N, P], in order, left-aligned: ``(index, weight)``, both
-    [N, K] with K the largest count in a row (at least 1); padding entries have weight False."""
-    k = max(1, int(mask.sum(1).max())) if mask.shape[0] else 1
-    index = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
-    return index, mask.gather(1, index)
-
-
-def logits_at(model: torch.nn.Module, tokens: torch.Tensor, index: torch.Tensor | None,
-              forward: Callable | None = None) -> torch.Tensor:
-    """Logits at positions ``index`` [B, K] of each row (all positions when None): [B, K, vocab].
-
-    Our :class:`Transformer` computes the output layer only there; any other module is run in full and
-    gathered. ``forward`` is a compiled wrapper of ``model`` to call instead of it.
-    """
-    forward = model if forward is None else forward
-    if index is None:
-        return forward(tokens)
-    if isinstance(model, Transformer):
-        return forward(tokens, index=index)
-    logits = forward(tokens)
-    return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-
-
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the entries with nonzero ``weight`` (logits [B, K, V], targets/weight [B, K])."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    w = weight.flatten().to(ce.dtype)
-    return (ce * w).sum() / w.sum().clamp_min(1.0)
-
-
-@torch.no_grad()
-def answer_logprobs(model: torch.nn.Module, data: SeqData, batch_size: int = 2048) -> dict[str, torch.Tensor]:
-    """Per-example log p(whole answer), log p(first answer token) and exact-match (greedy, teacher-forced)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    whole, first, correct = [], [], []
-    for start in range(0, len(data), batch_size):
-        part = data.take(slice(start, start + batch_size)).to(device)
-        index, mask = loss_positions(part.answer[:, 1:])   # answer positions, first one first
-        logp = F.log_softmax(logits_at(model, part.tokens[:, :-1], index).float(), dim=-1)
-        tgt = part.tokens[:, 1:].gather(1, index)
-        tok = logp.gather(-1, tgt[..., None]).squeeze(-1)
-        whole.append((tok * mask).sum(1).cpu())
-        first.append(tok[:, 0].cpu())
-        correct.append(((logp.argmax(-1) == tgt) | ~mask).all(1).cpu())
-    model.train(was_training)
-    return {"whole": torch.cat(whole), "first": torch.cat(first), "correct": torch.cat(correct)}
-
-
-def evaluate(model: torch.nn.Module, splits: dict[str, SeqData]) -> dict[str, float]:
-    """Split-level summaries: mean NLL of the answer (whole / first token), mean probability, accuracy."""
-    out = {}
-    for name, data in splits.items():
-        if len(data) == 0:
-            continue
-        lp = answer_logprobs(model, data)
-        out[f"{name}_nll"] = -lp["whole"].mean().item()
-        out[f"{name}_nll_first"] = -lp["first"].mean().item()
-        out[f"{name}_prob"] = lp["whole"].exp().mean().item()
-        out[f"{name}_prob_first"] = lp["first"].exp().mean().item()
-        out[f"{name}_acc"] = lp["correct"].float().mean().item()
-    return out
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -311,3 +211,146 @@ def config_from_params(p, seed: int, device, checkpoint=None, eval_every: int | 
         eval_every=eval_every or max(1, epochs // 100), seed=seed, device=device,
         compile=get("compile", False), checkpoint_path=checkpoint,
         checkpoint_every=max(1, epochs // 10) if checkpoint else 0, **extra)
+
+
+def clip_per_seed(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` for each seed separately (grads [S, ...]); returns the per-seed norms [S]."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])   # [P, S]
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return total
+
+
+def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], datasets: Sequence[SeqData],
+                cfg: TrainConfig, eval_splits: Sequence[dict[str, SeqData]] | None = None,
+                seeds: Sequence[int] | None = None,
+                on_epoch_end: Callable[[int, list[History]], None] | None = None,
+                backend: str = "auto", sync_every: int = 0) -> list[History]:
+    """Train one model per seed, all in one batched model; return one History per seed.
+
+    ``make_model(seed)`` builds a model (called right after ``seed_everything(seed)``), or pass the built
+    models (they are trained in place). ``datasets[s]`` is seed ``s``'s training data (same size for
+    all seeds), ``eval_splits[s]`` its evaluation splits (default: ``{"train": datasets[s]}``), and
+    ``seeds[s]`` seeds its data shuffling (``cfg.seed`` is not used). Everything else in ``cfg`` means
+    what it means for :func:`reasoning_lab.training.train`, checkpoints included: with
+    ``checkpoint_path`` one file holds the whole stack and a second call resumes from it.
+
+    The models receive the trained weights at the end. With ``sync_every = k > 0`` they also receive the
+    current weights after every ``k``-th epoch, before ``on_epoch_end`` is called (for hooks that look at
+    a model during training, e.g. to record snapshots); they are moved to ``cfg.device`` first.
+    """
+    if seeds is None:
+        raise ValueError("train_seeds needs the list of seeds")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != len(datasets) or not seeds:
+        raise ValueError(f"got {len(datasets)} datasets for {len(seeds)} seeds: expected one per seed")
+    if any(d.tokens.shape != datasets[0].tokens.shape for d in datasets):
+        raise ValueError("every seed's training data must have the same shape")
+    eval_splits = [{"train": d} for d in datasets] if eval_splits is None else list(eval_splits)
+    if len(eval_splits) != len(seeds):
+        raise ValueError(f"got {len(eval_splits)} eval_splits for {len(seeds)} seeds: expected one per seed")
+    models = list(make_model) if isinstance(make_model, (list, tuple)) else build_models(make_model, seeds)
+    if len(models) != len(seeds):
+        raise ValueError(f"got {len(models)} models for {len(seeds)} seeds: expected one per seed")
+
+    if sync_every < 0:
+        raise ValueError(f"parameter sync_every={sync_every} is not allowed: expected 0 (never) or a positive "
+                         "number of epochs")
+    device = torch.device(cfg.device)
+    S, N = len(seeds), len(datasets[0])
+    ens = make_ensemble(models, backend).to(device)
+    if sync_every:
+        for m in models:
+            m.to(device)
+    trainable = [p for p in ens.parameters() if p.requires_grad]
+    optimizer = adamw(trainable, cfg, device)
+    steps_per_epoch = math.ceil(N / cfg.batch_size)
+    scheduler = None
+    if cfg.warmup_steps:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    shuffles = [torch.Generator().manual_seed(s) for s in seeds]
+    histories, start_epoch = [History() for _ in seeds], 0
+
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state.get("seeds") != seeds:
+            raise ValueError(f"checkpoint {ckpt} holds seeds {state.get('seeds')}, not {seeds}")
+        restore_training_state(state, ens, optimizer, device, scheduler, shuffles=shuffles)
+        histories = [History(h) for h in state["histories"]]
+        start_epoch = state["epoch"]
+
+    def save(epoch: int) -> None:
+        if ckpt is None:
+            return
+        torch_save({**training_state(ens, optimizer, device, scheduler, shuffles=shuffles),
+                    "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds}, ckpt)
+
+    mode = compile_mode(cfg, device)
+    static = uses_static_batches(cfg, device)
+    forward = ens if mode is None else torch.compile(ens, mode=mode, dynamic=False if static else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    tokens = torch.stack([d.tokens for d in datasets]).to(device)                      # [S, N, T]
+    index, weight = stack_positions([d.to(device).loss_mask(cfg.loss_whole_sequence) for d in datasets])
+    targets = tokens[..., 1:].gather(2, index)
+    if index.shape[-1] == tokens.shape[-1] - 1 and bool(weight.all()):
+        index = None                 # every position is scored: plain full logits
+
+    ens.train()
+    epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress)
+    if hasattr(epochs, "update") and start_epoch:
+        epochs.update(start_epoch)
+    for epoch in epochs:
+        orders = torch.stack([torch.randperm(N, generator=g) for g in shuffles]).to(device)   # [S, N]
+        total, count = torch.zeros(S, device=device), 0
+        for b in range(steps_per_epoch):
+            idx, real = batch_rows(orders, b, cfg.batch_size, static)           # [S, B], [B] | None
+            n = min(cfg.batch_size, N - b * cfg.batch_size)       # real rows, counted on the host
+            w = _rows(weight, idx)
+            if real is not None:
+                w = w & real.view(1, -1, 1)
+            mark_cudagraph_step(mode)
+            with autocast:
+                logits = forward(_rows(tokens, idx)[..., :-1], None if index is None else _rows(index, idx))
+            ce = F.cross_entropy(logits.float().flatten(0, 2), _rows(targets, idx).flatten(),
+                                 reduction="none").view(S, -1)
+            wf = w.reshape(S, -1).to(ce.dtype)
+            losses = (ce * wf).sum(1) / wf.sum(1).clamp_min(1.0)                # [S]: each seed's loss
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if cfg.grad_clip:
+                clip_per_seed(trainable, cfg.grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += losses.detach() * n
+            count += n
+        done = epoch + 1
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            metrics = evaluate_seeds(ens, eval_splits)
+            for h, loss, m in zip(histories, (total / count).tolist(), metrics):
+                h.add(epoch=done, train_loss=loss, **m)
+            ens.train()
+        if sync_every and (done % sync_every == 0 or done == cfg.epochs):
+            ens.write_back(models)
+        if on_epoch_end is not None:
+            on_epoch_end(done, histories)
+        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
+            save(done)
+    save(cfg.epochs)
+    ens.eval()
+    for m in models:
+        m.to(device).eval()
+    ens.write_back(models)
+    return histories
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the entries with nonzero ``weight`` (logits [B, K, V], targets/weight [B, K])."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    w = weight.flatten().to(ce.dtype)
+    return (ce * w).sum() / w.sum().clamp_min(1.0)

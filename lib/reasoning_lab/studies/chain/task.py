@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..training import SeqData
-from .reversal import entity_words, score_matrix, sequences
+from ...data import SeqData
+from ..reversal.task import entity_words, score_matrix, sequences
 
 DIRECT, INDIRECT = 0, 1
 N_RELATIONS = 2

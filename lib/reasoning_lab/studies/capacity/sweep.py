@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import Transformer, count_params
-from ..runtime import write_csv  # noqa: F401  (re-exported: sweep.write_csv)
+from ...model import Transformer, count_params
+from ...io import write_csv
 from .entropy import (DatasetEntropy, capacity, capacity_by_subject, capacity_parts, dataset_entropy,
                       two_hop_capacity)
 from .questions import QuestionBank

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ..masked import train_masked
-from ..models import model_from_params
-from ..params import as_dict
-from ..runtime import seed_everything
-from ..training import SeqData, config_from_params
-from .reversal import BACKWARD, FORWARD, Fit, ReversalData, fit, fit_seeds, sequences
+from .masked import train_masked
+from ...model import model_from_params
+from ...experiments.params import as_dict
+from ...devices import seed_everything
+from ...data import SeqData
+from ...train import config_from_params
+from .task import BACKWARD, FORWARD, Fit, ReversalData, fit, fit_seeds, sequences
 
 
 def split_sentences(seq: SeqData, word_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .runtime import progress, restore_training_state, torch_save, training_state
-from .training import History, SeqData, TrainConfig, make_optimizer
+from ...io import progress, restore_training_state, torch_save, training_state
+from ...data import SeqData
+from ...train import History, TrainConfig, make_optimizer
 
 
 def uniform_masks(n: int, length: int, generator: torch.Generator) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..training import SeqData
+from ...data import SeqData
 from .profiles import Profiles
 
 ANSWER_LEN = 3

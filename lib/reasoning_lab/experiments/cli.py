@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import experiments, runner
+from . import registry as experiments
+from . import runner
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

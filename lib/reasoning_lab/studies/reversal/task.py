@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ensemble import build_models, train_seeds
-from ..models import model_from_params
-from ..params import as_dict
-from ..runtime import seed_everything
-from ..training import History, SeqData, config_from_params, train
+from ...stacked import build_models
+
+from ...train import train_seeds
+from ...model import model_from_params
+from ...experiments.params import as_dict
+from ...devices import seed_everything
+from ...train import History, config_from_params, train
+from ...data import SeqData
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..models import ModelConfig, count_params
+from ...model import ModelConfig, count_params
 from .questions import SEQ_LEN
 
 

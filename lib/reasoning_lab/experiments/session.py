@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from . import experiments
-from .plots import use_book_style
-from .runtime import flat_metrics, resolve_device, seed_everything, write_json
+from ..devices import resolve_device, seed_everything
+from ..io import flat_metrics, write_json
+from ..plots import use_book_style
+from . import registry as experiments
 
 
 # Parameters that say where and how fast a run goes, not what it computes.
@@ -63,7 +64,7 @@ class Run:
     def savefig(self, fig, name: str) -> None:
         if self.out is None:
             return
-        from .runtime import atomic_path
+        from ..io import atomic_path
 
         with atomic_path(self.out / f"{name}.png") as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")

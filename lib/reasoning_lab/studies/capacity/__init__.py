@@ -8,7 +8,7 @@ from .vocab import ATTRIBUTES, RELATIONS, Vocab, make_vocab
 
 
 def __getattr__(name):
-    # the trainer is imported on first use, so ``python -m reasoning_lab.capacity.train`` runs it cleanly
+    # the trainer is imported on first use, so ``python -m reasoning_lab.studies.capacity.train`` runs it cleanly
     if name in ("CapacityConfig", "Result", "train_capacity"):
         from . import train
 

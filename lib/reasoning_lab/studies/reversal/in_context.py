@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..training import SeqData
+from ...data import SeqData
 
 FORWARD, BACKWARD, LINK = 0, 1, 2
 N_RELATIONS = 3

@@ -32,21 +32,17 @@ separate runs (they are still independent across seeds, and deterministic for a 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 import warnings
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import Transformer, apply_rotary
-from .runtime import progress, restore_training_state, seed_everything, torch_save, training_state
-from .training import (History, SeqData, TrainConfig, adamw, batch_rows, compile_mode, loss_positions,
-                       mark_cudagraph_step, uses_static_batches)
+from .data import loss_positions
+from .devices import seed_everything
+from .model import Transformer, apply_rotary
 
 
 def build_models(make_model: Callable[[int], nn.Module], seeds: Sequence[int]) -> list[nn.Module]:
@@ -62,7 +58,7 @@ def _key(name: str) -> str:          # parameter names may not contain "." insid
     return name.replace(".", "__")
 
 
-class _Stacked(nn.Module):
+class Stacked(nn.Module):
     """Stacked copies of the parameters of ``S`` identical-architecture modules (shape ``[S, ...]``)."""
 
     def __init__(self, models: Sequence[nn.Module]):
@@ -117,7 +113,7 @@ class _StackedLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-class StackedTransformer(_Stacked):
+class StackedTransformer(Stacked):
     """``S`` :class:`Transformer` s of one configuration with stacked weights: ``forward(tokens [S, B, T],
     index [S, B, K] | None) -> logits [S, B, K, vocab]`` (``K = T`` without ``index``)."""
 
@@ -191,7 +187,7 @@ class StackedTransformer(_Stacked):
         return logits.view(S, B, K, -1)
 
 
-class VmapEnsemble(_Stacked):
+class VmapEnsemble(Stacked):
     """Any module, batched over seeds with ``torch.func`` (``functional_call`` under ``vmap``)."""
 
     def __init__(self, models: Sequence[nn.Module]):
@@ -218,7 +214,7 @@ class VmapEnsemble(_Stacked):
             return torch.vmap(one, in_dims=dims, randomness="different")(params, buffers, tokens, index)
 
 
-def make_ensemble(models: Sequence[nn.Module], backend: str = "auto") -> _Stacked:
+def make_ensemble(models: Sequence[nn.Module], backend: str = "auto") -> Stacked:
     """``backend``: ``"stacked"`` (our Transformer only), ``"vmap"`` (any module) or ``"auto"``."""
     if backend not in ("auto", "stacked", "vmap"):
         raise ValueError(f"parameter backend={backend!r} is not allowed: expected 'auto', 'stacked' or 'vmap'")
@@ -242,179 +238,3 @@ def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
 
 
-@torch.no_grad()
-def stacked_answer_logprobs(ens: _Stacked, tokens: torch.Tensor, answer: torch.Tensor,
-                            batch_size: int = 2048) -> dict[str, torch.Tensor]:
-    """:func:`reasoning_lab.training.answer_logprobs` for all seeds at once (tokens/answer [S, N, T])."""
-    was_training = ens.training
-    ens.eval()
-    device = next(ens.parameters()).device
-    whole, first, correct = [], [], []
-    for start in range(0, tokens.shape[1], batch_size):
-        tok_in = tokens[:, start:start + batch_size].to(device)
-        index, mask = stack_positions(list(answer[:, start:start + batch_size, 1:].to(device)))
-        logp = F.log_softmax(ens(tok_in[..., :-1], index).float(), dim=-1)
-        tgt = tok_in[..., 1:].gather(2, index)
-        tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-        whole.append((tok * mask).sum(-1).cpu())
-        first.append(tok[..., 0].cpu())
-        correct.append(((logp.argmax(-1) == tgt) | ~mask).all(-1).cpu())
-    ens.train(was_training)
-    return {"whole": torch.cat(whole, 1), "first": torch.cat(first, 1), "correct": torch.cat(correct, 1)}
-
-
-def evaluate_seeds(ens: _Stacked, splits: Sequence[dict[str, SeqData]]) -> list[dict[str, float]]:
-    """:func:`reasoning_lab.training.evaluate` of every seed (``splits[s]`` is seed ``s``'s dict)."""
-    out = [{} for _ in splits]
-    for name in splits[0]:
-        parts = [sp[name] for sp in splits]
-        if len(parts[0]) == 0:
-            continue
-        if any(p.tokens.shape != parts[0].tokens.shape for p in parts):
-            raise ValueError(f"split {name!r} must have the same shape for every seed")
-        lp = stacked_answer_logprobs(ens, torch.stack([p.tokens for p in parts]),
-                                     torch.stack([p.answer for p in parts]))
-        for s in range(len(splits)):
-            whole, first = lp["whole"][s], lp["first"][s]
-            out[s][f"{name}_nll"] = -whole.mean().item()
-            out[s][f"{name}_nll_first"] = -first.mean().item()
-            out[s][f"{name}_prob"] = whole.exp().mean().item()
-            out[s][f"{name}_prob_first"] = first.exp().mean().item()
-            out[s][f"{name}_acc"] = lp["correct"][s].float().mean().item()
-    return out
-
-
-def clip_per_seed(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """``clip_grad_norm_`` for each seed separately (grads [S, ...]); returns the per-seed norms [S]."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])   # [P, S]
-    total = torch.linalg.vector_norm(norms, 2, dim=0)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
-    return total
-
-
-def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], datasets: Sequence[SeqData],
-                cfg: TrainConfig, eval_splits: Sequence[dict[str, SeqData]] | None = None,
-                seeds: Sequence[int] | None = None,
-                on_epoch_end: Callable[[int, list[History]], None] | None = None,
-                backend: str = "auto", sync_every: int = 0) -> list[History]:
-    """Train one model per seed, all in one batched model; return one History per seed.
-
-    ``make_model(seed)`` builds a model (called right after ``seed_everything(seed)``), or pass the built
-    models (they are trained in place). ``datasets[s]`` is seed ``s``'s training data (same size for
-    all seeds), ``eval_splits[s]`` its evaluation splits (default: ``{"train": datasets[s]}``), and
-    ``seeds[s]`` seeds its data shuffling (``cfg.seed`` is not used). Everything else in ``cfg`` means
-    what it means for :func:`reasoning_lab.training.train`, checkpoints included: with
-    ``checkpoint_path`` one file holds the whole stack and a second call resumes from it.
-
-    The models receive the trained weights at the end. With ``sync_every = k > 0`` they also receive the
-    current weights after every ``k``-th epoch, before ``on_epoch_end`` is called (for hooks that look at
-    a model during training, e.g. to record snapshots); they are moved to ``cfg.device`` first.
-    """
-    if seeds is None:
-        raise ValueError("train_seeds needs the list of seeds")
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != len(datasets) or not seeds:
-        raise ValueError(f"got {len(datasets)} datasets for {len(seeds)} seeds: expected one per seed")
-    if any(d.tokens.shape != datasets[0].tokens.shape for d in datasets):
-        raise ValueError("every seed's training data must have the same shape")
-    eval_splits = [{"train": d} for d in datasets] if eval_splits is None else list(eval_splits)
-    if len(eval_splits) != len(seeds):
-        raise ValueError(f"got {len(eval_splits)} eval_splits for {len(seeds)} seeds: expected one per seed")
-    models = list(make_model) if isinstance(make_model, (list, tuple)) else build_models(make_model, seeds)
-    if len(models) != len(seeds):
-        raise ValueError(f"got {len(models)} models for {len(seeds)} seeds: expected one per seed")
-
-    if sync_every < 0:
-        raise ValueError(f"parameter sync_every={sync_every} is not allowed: expected 0 (never) or a positive "
-                         "number of epochs")
-    device = torch.device(cfg.device)
-    S, N = len(seeds), len(datasets[0])
-    ens = make_ensemble(models, backend).to(device)
-    if sync_every:
-        for m in models:
-            m.to(device)
-    trainable = [p for p in ens.parameters() if p.requires_grad]
-    optimizer = adamw(trainable, cfg, device)
-    steps_per_epoch = math.ceil(N / cfg.batch_size)
-    scheduler = None
-    if cfg.warmup_steps:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
-    shuffles = [torch.Generator().manual_seed(s) for s in seeds]
-    histories, start_epoch = [History() for _ in seeds], 0
-
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state.get("seeds") != seeds:
-            raise ValueError(f"checkpoint {ckpt} holds seeds {state.get('seeds')}, not {seeds}")
-        restore_training_state(state, ens, optimizer, device, scheduler, shuffles=shuffles)
-        histories = [History(h) for h in state["histories"]]
-        start_epoch = state["epoch"]
-
-    def save(epoch: int) -> None:
-        if ckpt is None:
-            return
-        torch_save({**training_state(ens, optimizer, device, scheduler, shuffles=shuffles),
-                    "histories": [h.data for h in histories], "epoch": epoch, "seeds": seeds}, ckpt)
-
-    mode = compile_mode(cfg, device)
-    static = uses_static_batches(cfg, device)
-    forward = ens if mode is None else torch.compile(ens, mode=mode, dynamic=False if static else None)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
-                else contextlib.nullcontext())
-    tokens = torch.stack([d.tokens for d in datasets]).to(device)                      # [S, N, T]
-    index, weight = stack_positions([d.to(device).loss_mask(cfg.loss_whole_sequence) for d in datasets])
-    targets = tokens[..., 1:].gather(2, index)
-    if index.shape[-1] == tokens.shape[-1] - 1 and bool(weight.all()):
-        index = None                 # every position is scored: plain full logits
-
-    ens.train()
-    epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress)
-    if hasattr(epochs, "update") and start_epoch:
-        epochs.update(start_epoch)
-    for epoch in epochs:
-        orders = torch.stack([torch.randperm(N, generator=g) for g in shuffles]).to(device)   # [S, N]
-        total, count = torch.zeros(S, device=device), 0
-        for b in range(steps_per_epoch):
-            idx, real = batch_rows(orders, b, cfg.batch_size, static)           # [S, B], [B] | None
-            n = min(cfg.batch_size, N - b * cfg.batch_size)       # real rows, counted on the host
-            w = _rows(weight, idx)
-            if real is not None:
-                w = w & real.view(1, -1, 1)
-            mark_cudagraph_step(mode)
-            with autocast:
-                logits = forward(_rows(tokens, idx)[..., :-1], None if index is None else _rows(index, idx))
-            ce = F.cross_entropy(logits.float().flatten(0, 2), _rows(targets, idx).flatten(),
-                                 reduction="none").view(S, -1)
-            wf = w.reshape(S, -1).to(ce.dtype)
-            losses = (ce * wf).sum(1) / wf.sum(1).clamp_min(1.0)                # [S]: each seed's loss
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if cfg.grad_clip:
-                clip_per_seed(trainable, cfg.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += losses.detach() * n
-            count += n
-        done = epoch + 1
-        if done % cfg.eval_every == 0 or done == cfg.epochs:
-            metrics = evaluate_seeds(ens, eval_splits)
-            for h, loss, m in zip(histories, (total / count).tolist(), metrics):
-                h.add(epoch=done, train_loss=loss, **m)
-            ens.train()
-        if sync_every and (done % sync_every == 0 or done == cfg.epochs):
-            ens.write_back(models)
-        if on_epoch_end is not None:
-            on_epoch_end(done, histories)
-        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
-            save(done)
-    save(cfg.epochs)
-    ens.eval()
-    for m in models:
-        m.to(device).eval()
-    ens.write_back(models)
-    return histories

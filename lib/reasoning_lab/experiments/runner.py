@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import experiments
-from .runtime import write_csv
+from ..io import write_csv
+from . import registry as experiments
 
 RUNS = Path("runs")
 
@@ -115,7 +115,7 @@ def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
         for dev in devices:
             if dev not in running and pending:
                 point = pending.pop(0)
-                cmd = [sys.executable, "-m", "reasoning_lab.cli", "run", name, "--preset", preset,
+                cmd = [sys.executable, "-m", "reasoning_lab.experiments.cli", "run", name, "--preset", preset,
                        "--out", str(out / point_label(point)), "-p", "device=cuda"]
                 for k, v in {**(overrides or {}), **point}.items():
                     cmd += ["-p", f"{k}={v}"]

@@ -176,6 +176,6 @@ def load_profiles_jsonl(path: str | Path) -> Profiles:
 
 
 def save_profiles_jsonl(profiles: Profiles, path: str | Path) -> None:
-    from ..runtime import write_text
+    from ...io import write_text
 
     write_text(path, "".join(json.dumps(r) + "\n" for r in profiles.to_rows()))

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runtime import progress, torch_save
+from ...io import progress, torch_save
 from .questions import Batch, QuestionBank
 
 
@@ -258,12 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     import torch.distributed as dist
 
-    from ..runtime import resolve_device, seed_everything, write_json
+    from ...devices import resolve_device, seed_everything
+
+    from ...io import write_json
     from .entropy import capacity, dataset_entropy, two_hop_capacity
     from .profiles import generate_profiles, load_profiles_jsonl
     from .sizing import config_for_budget
     from .vocab import make_vocab
-    from ..models import Transformer
+    from ...model import Transformer
 
     args = build_parser().parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))

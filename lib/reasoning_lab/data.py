@@ -1,0 +1,51 @@
+"""Token data for the language-model studies: equal-length rows and a mask of the answer tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SeqData:
+    tokens: torch.Tensor            # [N, T] long
+    answer: torch.Tensor            # [N, T] bool: positions holding answer tokens (never position 0)
+    valid: torch.Tensor | None = None  # [N, T] bool: real (non-padding) tokens; None = all
+
+    def __post_init__(self):
+        if self.tokens.shape != self.answer.shape:
+            raise ValueError("tokens and answer mask must have the same shape")
+        if self.tokens.shape[0] and self.answer[:, 0].any():
+            raise ValueError("position 0 cannot be an answer token (nothing predicts it)")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device) -> "SeqData":
+        return SeqData(self.tokens.to(device), self.answer.to(device),
+                       None if self.valid is None else self.valid.to(device))
+
+    def take(self, index) -> "SeqData":
+        return SeqData(self.tokens[index], self.answer[index], None if self.valid is None else self.valid[index])
+
+    def loss_mask(self, whole_sequence: bool) -> torch.Tensor:
+        """Mask over positions 1..T-1 of the tokens that are predicted in the loss."""
+        if whole_sequence:
+            mask = torch.ones_like(self.answer[:, 1:]) if self.valid is None else self.valid[:, 1:]
+            return mask
+        return self.answer[:, 1:]
+
+    @staticmethod
+    def cat(parts: list["SeqData"]) -> "SeqData":
+        valid = None
+        if any(p.valid is not None for p in parts):
+            valid = torch.cat([p.valid if p.valid is not None else torch.ones_like(p.answer) for p in parts])
+        return SeqData(torch.cat([p.tokens for p in parts]), torch.cat([p.answer for p in parts]), valid)
+
+
+def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The True positions of each row of ``mask`` [N, P], in order, left-aligned: ``(index, weight)``, both
+    [N, K] with K the largest count in a row (at least 1); padding entries have weight False."""
+    k = max(1, int(mask.sum(1).max())) if mask.shape[0] else 1
+    index = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+    return index, mask.gather(1, index)

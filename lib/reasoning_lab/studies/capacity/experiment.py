@@ -1,0 +1,67 @@
+"""Experiments of the knowledge-capacity study."""
+from __future__ import annotations
+
+from ...experiments.params import Bool, Choice, Float, Int, Rule, Seq
+from ...experiments.registry import LR, POS_INT, WD, Experiment, register
+
+
+def _capacity_checks(p: dict) -> None:
+    from .sizing import llama_config
+    from ...model import count_params
+
+    if p["relations"] not in (4, 17):
+        raise ValueError(f"parameter relations={p['relations']} is not allowed: expected 4 or 17")
+    if "embed_dim" in p and p["embed_dim"] % 16:
+        raise ValueError(f"parameter embed_dim={p['embed_dim']} is not allowed: expected a multiple of 16 "
+                         "(the head size)")
+    names = p["n_first_names"] ** 2 * p["n_last_names"]
+    if names < 2 * p["n_profiles"]:
+        raise ValueError(f"parameter n_profiles={p['n_profiles']} is not allowed: expected at most half the "
+                         f"{names:,} possible names (n_first_names² · n_last_names)")
+    vocab = (1 + 4 + p["relations"] + p["n_first_names"] + p["n_last_names"] + p["n_years"] + 12 + 28
+             + p["n_cities"] + p["n_universities"] + p["n_employers"])
+    for key in ("budgets", "budget"):
+        for budget in ([p[key]] if isinstance(p.get(key), int) else p.get(key, [])):
+            smallest = count_params(llama_config(16, p["n_layers"], vocab))["total"]
+            if budget < smallest:
+                raise ValueError(f"parameter {key}={p[key]} is not allowed: every budget must be at least "
+                                 f"{smallest:,} (the smallest {p['n_layers']}-layer model for this vocabulary)")
+
+
+CAPACITY_DATA_RULES: dict[str, Rule] = {
+    "n_profiles": Int(10, 10_000_000), "relations": Int(4, 17), "n_layers": Int(1, 96),
+    "batch_size": POS_INT, "lr": LR, "weight_decay": WD, "two_hop": Bool(),
+    "hop_ratio": Float(0.0, 1000.0, open_lo=True), "curriculum": Bool(),
+    "n_first_names": Int(2, 28_125), "n_last_names": Int(1, 1_265_625), "n_cities": Int(1, 5625),
+    "n_universities": Int(1, 5625), "n_employers": Int(1, 5625), "n_years": Int(1, 1000),
+    "threads": Int(0, 1024),
+}
+
+register(Experiment(
+    "capacity", "Knowledge capacity: bits per parameter",
+    rules={**CAPACITY_DATA_RULES, "budgets": Seq(Int(1000, 10**11)), "exposures": Float(0.0, 1e7, open_lo=True),
+           "workers": Int(1, 256),
+           "name_scheme": Choice("optimal", "enumerate", "independent"),
+           "two_hop_scheme": Choice("optimal", "big-hash", "2-hop-double")},
+    presets={
+        "cpu-full": {"n_profiles": 2000, "budgets": [30000, 70000], "n_layers": 2, "exposures": 1000,
+                     "batch_size": 1024, "lr": 0.003, "weight_decay": 0.1, "threads": 1, "workers": 2},
+        "paper": {"n_profiles": 10000, "relations": 4, "budgets": [500_000, 1_000_000, 2_000_000, 4_000_000,
+                                                                   7_000_000, 10_000_000],
+                  "n_layers": 4, "exposures": 1000, "batch_size": 1088, "lr": 0.001, "weight_decay": 0.1,
+                  "n_first_names": 400, "n_last_names": 1000, "n_cities": 223, "n_universities": 100,
+                  "n_employers": 73, "n_years": 200, "threads": 0, "device": "auto"},
+    },
+    checks=(_capacity_checks,),
+    metrics=("params", "dataset_entropy_bits", "capacity_bits", "bits_per_param"),
+))
+
+register(Experiment(
+    "capacity-probes", "Where is the bridge entity? Linear probes on 2-hop questions",
+    rules={**CAPACITY_DATA_RULES, "embed_dim": Int(16, 8192), "exposures": Float(0.0, 1e7, open_lo=True),
+           "probe_questions": Int(100, 1_000_000), "l2_grid": Seq(Float(0.0, 1e3)), "folds": Int(2, 20)},
+    presets={"paper": {"n_profiles": 1000, "relations": 4, "n_layers": 8, "embed_dim": 256, "exposures": 2000,
+                       "hop_ratio": 0.1, "probe_questions": 100_000, "threads": 0, "device": "auto"}},
+    checks=(_capacity_checks,),
+    metrics=("best_probe_layer", "best_probe_accuracy"),
+))

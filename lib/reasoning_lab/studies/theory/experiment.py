@@ -1,0 +1,40 @@
+"""Experiments of the theory study: the bilinear model and the one-layer transformer."""
+from __future__ import annotations
+
+from ...experiments.params import Float, Int, Seq
+from ...experiments.registry import Experiment, register
+
+
+def _bilinear_vocab(p: dict) -> None:
+    if p["vocab"] < 2 * p["n_pairs"]:
+        raise ValueError(f"parameter vocab={p['vocab']} is not allowed: expected at least 2*n_pairs = {2 * p['n_pairs']}")
+
+
+def _one_layer_sizes(p: dict) -> None:
+    if p["n_heldout"] >= p["n_pairs"]:
+        raise ValueError(f"parameter n_heldout={p['n_heldout']} is not allowed: expected fewer than "
+                         f"n_pairs={p['n_pairs']}")
+    if p["vocab"] < 3 * p["n_pairs"] + 2:
+        raise ValueError(f"parameter vocab={p['vocab']} is not allowed: expected at least 3*n_pairs + 2 = "
+                         f"{3 * p['n_pairs'] + 2} (the chain task's tokens)")
+
+
+register(Experiment(
+    "bilinear-dynamics", "Training dynamics of the bilinear model",
+    rules={"dims": Seq(Int(2, 65536)), "n_pairs": Int(1, 2000), "vocab": Int(2, 20000),
+           "lr": Float(0.0, 1000.0, open_lo=True), "steps": Int(1, 10_000_000), "seeds": Int(1, 1000),
+           "rate_seeds": Int(2, 100_000)},
+    presets={"paper": {"dims": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096], "lr": 1.0, "steps": 20000,
+                       "seeds": 20, "rate_seeds": 1000}},
+    checks=(_bilinear_vocab,),
+    metrics=("train_loss_ratio", "reverse_loss_ratio", "epsilon"),
+))
+
+register(Experiment(
+    "one-layer-dynamics", "One-layer transformer dynamics: asymmetric growth and intransitivity",
+    rules={"n_pairs": Int(2, 5000), "n_heldout": Int(1, 5000), "vocab": Int(4, 20000),
+           "lr_y": Float(0.0, 1000.0, open_lo=True), "lr_z": Float(0.0, 1000.0), "steps": Int(1, 10_000_000)},
+    presets={"paper": {"n_pairs": 200, "n_heldout": 60, "vocab": 802, "lr_y": 2.0, "lr_z": 2.0, "steps": 20000}},
+    checks=(_one_layer_sizes,),
+    metrics=("forward_weight", "reverse_weight", "indirect_weight"),
+))

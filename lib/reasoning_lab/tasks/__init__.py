@@ -1,1 +1,0 @@
-"""Synthetic tasks: each module builds token tensors for one family of experiments."""
