@@ -31,7 +31,8 @@ from ..io import write_csv, write_json
 from . import registry as experiments
 from . import runner
 
-DONE, FAILED, CANCELLED, INTERRUPTED, PENDING = "done", "failed", "cancelled", "interrupted", "pending"
+DONE, FAILED, CANCELLED, INTERRUPTED = "done", "failed", "cancelled", "interrupted"
+PENDING, SUBMITTED = "pending", "submitted"        # not started yet; handed to the launcher
 STATUS_FILE = "status.json"
 JOBS_DIR = "jobs"                       # submitit's pickles and the job logs, inside the sweep's folder
 LOCAL_TIMEOUT_MIN = 30 * 24 * 60        # local jobs without --time: no practical limit
@@ -339,7 +340,8 @@ def run_sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
     rows: dict[str, dict[str, Any]] = {}
     for label, point in zip(labels, points):
         rows[label] = {**point, "status": DONE if done[label] is not None else PENDING, "error": "",
-                       "job": "", "log": "", **(done[label] or {})}
+                       "job": read_status(out / label).get("job", "") if done[label] is not None else "",
+                       "log": "", **(done[label] or {})}
 
     def save():
         write_csv(out / "sweep.csv", [rows[l] for l in labels])
@@ -418,7 +420,7 @@ def _launch(name, preset, base, out, launcher, todo, rows, save, log):
                         executor.update_parameters(**_slurm_parameters(launcher, f"{name}:{label}"))
                     job = executor.submit(run_point, name, preset, {**base, **point}, str(out / label), slot)
                     running[label] = (job, slot)
-                    rows[label].update(status="running", job=job.job_id, log=str(job.paths.stderr), error="")
+                    rows[label].update(status=SUBMITTED, job=job.job_id, log=str(job.paths.stderr), error="")
                     save()
                 if launcher.kind == "slurm":
                     _WATCHER.update()
