@@ -194,3 +194,22 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     # the rerun continued the same checkpoint file (same folder, same settings) to the end
     assert sorted((long / "checkpoints").glob("*.pt")) == checkpoint and checkpoint_epoch(long) == 600
     assert wait_no_marked(mark) == []
+
+
+def test_capacity_ddp_sbatch_template_trains_data_parallel(slurm, tmp_path):
+    """slurm/capacity-ddp.sbatch as shipped, with the GPU and node options overridden on the sbatch
+    command line for this one-node CPU cluster: srun starts torchrun, torchrun two gloo ranks."""
+    out = tmp_path / "cap"
+    env = {**slurm.env, "PYTHON": sys.executable, "PROCS_PER_NODE": "2", "REASONING_LAB_QUIET": "1"}
+    script = Path(__file__).resolve().parents[1] / "slurm" / "capacity-ddp.sbatch"
+    trainer = ["--profiles", "40", "--budget", "40000", "--layers", "1", "--first-names", "8", "--last-names", "8",
+               "--values", "8", "--years", "10", "--exposures", "2", "--batch-size", "32", "--device", "cpu",
+               "--out", str(out)]
+    res = subprocess.run(["sbatch", "--wait", "--nodes=1", "--gpus-per-node=0", f"--cpus-per-task={os.cpu_count()}",
+                          f"--output={tmp_path}/ddp-%j.out", str(script), *trainer],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=script.parents[1])
+    log = "\n".join(f.read_text() for f in tmp_path.glob("ddp-*.out"))
+    assert res.returncode == 0, res.stderr + log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["params"] <= 40000 and metrics["capacity_bits"] >= 0
+    assert (out / "checkpoint.pt").exists()
