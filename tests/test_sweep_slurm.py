@@ -1,7 +1,8 @@
 """Sweeps through a real Slurm: the test starts a one-node cluster of its own (munged, slurmctld, slurmd; no
 cgroups, no accounting database) in a temporary folder, runs a sweep with ``--launcher slurm``, cancels one
 point while it trains, checks the others finish and the cancelled one is reported, reruns the sweep so that
-only that point runs again (from its checkpoint), and stops every daemon it started.
+only that point runs again (from its checkpoint), after a rerun stopped with SIGTERM has cancelled its job,
+and stops every daemon it started. A second test runs the multi-node DDP template on the same cluster.
 
 Skipped, saying so, where Slurm and munge are not installed (``.ci/run`` installs slurm-wlm and munge) or
 where the test does not run as root (slurmd needs it)."""
@@ -183,6 +184,27 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert wait_no_marked(mark) == []                   # no job process (kernel included) is left
     assert all(state in ("COMPLETED", "CANCELLED") for state in _squeue(slurm.env).values())
 
+    # a rerun stopped with SIGTERM as soon as its job runs: the job is cancelled with scancel
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            status = json.loads((long / "status.json").read_text())
+            if status["job"] != job and status["status"] == "running":
+                break
+            time.sleep(0.2)
+        second = status["job"]
+        assert second != job, "the rerun's job did not start"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr
+    assert _squeue(slurm.env)[second] == "CANCELLED"
+    assert sweep_rows(out, "epochs")["600"]["status"] == "interrupted"
+    assert wait_no_marked(mark) == []
+
     done_before = {e: (out / f"epochs={e}" / "status.json").stat().st_mtime_ns for e in ("2", "3")}
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -190,7 +212,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert {e: (out / f"epochs={e}" / "status.json").stat().st_mtime_ns for e in ("2", "3")} == done_before
     rows = sweep_rows(out, "epochs")
     assert [rows[e]["status"] for e in ("2", "3", "600")] == ["done", "done", "done"]
-    assert rows["600"]["job"] != job
+    assert rows["600"]["job"] not in (job, second)
     # the rerun continued the same checkpoint file (same folder, same settings) to the end
     assert sorted((long / "checkpoints").glob("*.pt")) == checkpoint and checkpoint_epoch(long) == 600
     assert wait_no_marked(mark) == []

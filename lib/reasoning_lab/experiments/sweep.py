@@ -337,6 +337,13 @@ def run_sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
         _print_plan(name, preset, base, out, launcher, labels, points, done, log)
         return []
 
+    if launcher.kind == "slurm" and todo:
+        import shutil
+
+        missing = [c for c in ("sbatch", "squeue", "scancel", "srun") if shutil.which(c) is None]
+        if missing:
+            raise ValueError(f"--launcher slurm needs {', '.join(missing)} on PATH: run the sweep where jobs "
+                             "can be submitted (a login node), or use --launcher local")
     rows: dict[str, dict[str, Any]] = {}
     for label, point in zip(labels, points):
         rows[label] = {**point, "status": DONE if done[label] is not None else PENDING, "error": "",
@@ -381,7 +388,7 @@ def _launch(name, preset, base, out, launcher, todo, rows, save, log):
 
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=launcher.time_min or LOCAL_TIMEOUT_MIN)
-    poll = launcher.poll_s or (0.5 if launcher.kind == "local" else 2.0)
+    poll = launcher.poll_s or (0.5 if launcher.kind == "local" else 3.0)
     free = launcher.slots()
     pending = list(todo)
     running: dict[str, tuple[Any, str | None]] = {}
