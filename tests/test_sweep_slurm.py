@@ -222,7 +222,8 @@ def test_capacity_ddp_sbatch_template_trains_data_parallel(slurm, tmp_path):
     """slurm/capacity-ddp.sbatch as shipped, with the GPU and node options overridden on the sbatch
     command line for this one-node CPU cluster: srun starts torchrun, torchrun two gloo ranks."""
     out = tmp_path / "cap"
-    env = {**slurm.env, "PYTHON": sys.executable, "PROCS_PER_NODE": "2", "REASONING_LAB_QUIET": "1"}
+    env = {**slurm.env, "PYTHON": sys.executable, "PROCS_PER_NODE": "2", "REASONING_LAB_QUIET": "1",
+           "MASTER_ADDR": "127.0.0.1"}        # the test node's name need not resolve
     script = Path(__file__).resolve().parents[1] / "slurm" / "capacity-ddp.sbatch"
     trainer = ["--profiles", "40", "--budget", "40000", "--layers", "1", "--first-names", "8", "--last-names", "8",
                "--values", "8", "--years", "10", "--exposures", "2", "--batch-size", "32", "--device", "cpu",
