@@ -10,6 +10,7 @@ registry finds those files itself (:func:`load_studies`).
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import importlib
 import operator
@@ -142,7 +143,7 @@ class Experiment:
         return NOTEBOOKS / f"{self.name}.md"
 
     def parameters(self) -> dict[str, dict[str, Any]]:
-        """The notebook's parameters as papermill sees them: name -> {type, default, help}."""
+        """The notebook's parameters as papermill sees them: name -> {type, default, value, help}."""
         return notebook_parameter_info(self.notebook)
 
     def defaults(self) -> dict[str, Any]:
@@ -164,13 +165,13 @@ class Experiment:
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The default values of the cell tagged ``parameters`` in a MyST notebook."""
-    return {name: info["value"] for name, info in notebook_parameter_info(path).items()}
+    """The default values of the cell tagged ``parameters`` in a MyST notebook (a fresh copy)."""
+    return copy.deepcopy({name: info["value"] for name, info in notebook_parameter_info(path).items()})
 
 
 def notebook_parameter_info(path: Path) -> dict[str, dict[str, Any]]:
     """``papermill.inspect_notebook`` on a MyST notebook: name -> {type, default (source text), value,
-    help}. ``value`` is the default as a Python value. Cached per file version."""
+    help}. ``value`` is the default as a Python value. Cached per file version (do not modify)."""
     path = Path(path)
     stat = path.stat()
     return _inspect(str(path.resolve()), stat.st_mtime_ns, stat.st_size)

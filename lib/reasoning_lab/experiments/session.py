@@ -1,8 +1,9 @@
 """What a notebook calls first: ``run = lab.start("name", globals())``.
 
-It validates the parameters cell (after papermill's injection), seeds everything, picks the device,
-creates ``output_dir`` when one is given, and gives the notebook one place to record metrics and
-figures (``metrics.json`` and PNGs, each written atomically).
+It validates the parameters cell (after papermill's injection), sets the CPU threads (the one place
+that does: :func:`thread_count`), seeds everything, picks the device, creates ``output_dir`` when one
+is given, and gives the notebook one place to record metrics and figures (``metrics.json`` and PNGs,
+each written atomically).
 """
 from __future__ import annotations
 
