@@ -290,15 +290,17 @@ def sbatch_script(launcher: Launcher, folder: Path, job_name: str) -> str:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM ends the sweep the way Ctrl-C does (the jobs are cancelled)."""
+    """SIGTERM ends the sweep the way Ctrl-C does (the jobs are cancelled). SIGINT is handled too, even
+    where it was inherited as ignored (a command started in the background by a script)."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _job_error(job) -> str:
