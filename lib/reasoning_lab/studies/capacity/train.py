@@ -269,14 +269,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     args = build_parser().parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # under torchrun (which sets TORCHELASTIC_RUN_ID) the model is wrapped in DDP even with one process
+    distributed = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
     device = resolve_device(args.device)
-    if world > 1:
+    if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-    rank = dist.get_rank() if world > 1 else 0
+    rank = dist.get_rank() if distributed else 0
     try:
         seed_everything(args.seed)
         if args.profiles_file:
@@ -301,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ent = dataset_entropy(profiles, "optimal")
         cap = capacity(res.subject_bits("train_onehop", bank.subjects), ent)
         metrics = {"params": model.num_params(), "d_model": mcfg.d_model, "n_layers": mcfg.n_layers,
-                   "steps": steps, "world_size": world, "exposures": res.history["exposures"][-1],
+                   "steps": steps, "world_size": world, "distributed": distributed,
+                   "exposures": res.history["exposures"][-1],
                    "dataset_entropy_bits": ent.one_hop, "capacity_bits": cap,
                    "bits_per_param": cap / model.num_params(), "seconds": res.seconds,
                    "train_onehop_loss": res.final["train_onehop_loss"]}
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return metrics
     finally:
-        if world > 1:
+        if distributed:
             dist.destroy_process_group()
 
 
