@@ -303,8 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ent = dataset_entropy(profiles, "optimal")
         cap = capacity(res.subject_bits("train_onehop", bank.subjects), ent)
         metrics = {"params": model.num_params(), "d_model": mcfg.d_model, "n_layers": mcfg.n_layers,
-                   "steps": steps, "world_size": world, "distributed": distributed,
-                   "exposures": res.history["exposures"][-1],
+                   "steps": steps, "world_size": world, "exposures": res.history["exposures"][-1],
                    "dataset_entropy_bits": ent.one_hop, "capacity_bits": cap,
                    "bits_per_param": cap / model.num_params(), "seconds": res.seconds,
                    "train_onehop_loss": res.final["train_onehop_loss"]}
@@ -312,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             metrics["two_hop_capacity_bits"] = two_hop_capacity(res.subject_bits("train_twohop", bank.subjects),
                                                                 ent, "big-hash")
             metrics.update({k: v for k, v in res.final.items() if k.endswith("_loss")})
+        metrics["distributed"] = distributed
         if rank == 0:
             if out is not None:
                 write_json(out / "metrics.json", metrics)
