@@ -828,11 +828,24 @@ def _env() -> dict:
 
 
 def _run(cmd: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; past ``timeout`` the whole group is stopped (torchrun's worker
+    and a notebook's kernel included, so that none of them keeps holding the GPU)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=cwd,
+                            start_new_session=True)
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout), env=_env(),
-                              cwd=cwd)
-    except subprocess.TimeoutExpired as err:
-        raise CheckTimeout(f"{' '.join(cmd[:6])} ... ran past {timeout:.0f} s") from err
+        out, err = proc.communicate(timeout=max(1.0, timeout))
+    except BaseException:                          # the time limit, or the check's own alarm
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+                break
+        proc.communicate()
+        if isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+            raise CheckTimeout(f"{' '.join(cmd[1:6])} ... ran past {timeout:.0f} s") from None
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _tail(text: str, n: int = 6) -> str:
