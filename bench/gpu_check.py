@@ -237,7 +237,7 @@ SIZES = {
              "capacity": {}, "capacity_steps": (5, 35), "paths": {}, "paths_steps": 12, "adamw_steps": 10,
              "torchrun_profiles": None, "torchrun_exposures": 3.0, "copy_mib": 2048, "gemm": (8192, 4096),
              "notebook": True},
-    "small": {"default": {}, "lm": SMALL_LM, "lm_epochs": 5, "lm_warmup": 1, "chain_epochs": 4,
+    "small": {"default": {"seeds": 2}, "lm": SMALL_LM, "lm_epochs": 5, "lm_warmup": 1, "chain_epochs": 4,
               "capacity": {"n_profiles": 500, "budgets": [120_000], "batch_size": 256},
               "capacity_steps": (2, 5),
               "paths": {"n_layers": 2, "batch_size": 512}, "paths_steps": 5, "adamw_steps": 3,
