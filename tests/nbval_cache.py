@@ -4,7 +4,7 @@ notebook a second time. Also prints how long each notebook took.
 
 Load with ``-p nbval_cache`` (``tests`` on PYTHONPATH). The cache location and the MyST source folder
 come from the environment: NBCACHE_DIR (default _build/.jupyter_cache) and NBCACHE_SOURCES (default
-notebooks).
+notebooks); the measured durations go to NBCACHE_TIMES (default _build/notebook-seconds.json).
 
 Works under pytest-xdist with ``--dist loadfile --no-loadscope-reorder``: every notebook runs whole on one
 worker, which stores it in the cache as soon as its last cell has run; the notebooks are collected
