@@ -75,7 +75,7 @@ class LoopConfig:
     """What :func:`fit` needs besides the model, the batches and the objective. Steps count from 0."""
 
     steps: int
-    lr: float = 1e-3
+    lr: float | None = 1e-3          # None: keep the learning rates of the optimizer given to fit
     optimizer: str = "adamw"         # "adamw" | "adam"
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -319,9 +319,10 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
         if step % cfg.period == 0:
             total.zero_()
             count = 0
-        lr = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        if cfg.lr is not None or callable(cfg.schedule):
+            lr = learning_rate(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         batch = batches.batch(step)
         mark_cudagraph_step(mode)
         with autocast:
