@@ -29,7 +29,7 @@ def logits_at(model: torch.nn.Module, tokens: torch.Tensor, index: torch.Tensor 
     return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
 
 
-def _device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
     return torch.device("cpu")
@@ -55,7 +55,7 @@ def answer_logprobs(model: torch.nn.Module, data: SeqData | tuple[torch.Tensor, 
         inputs = None if inputs is None else inputs.unsqueeze(0)
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model_device(model)
     whole, first, correct = [], [], []
     for start in range(0, tokens.shape[1], batch_size):
         tok = tokens[:, start:start + batch_size].to(device)

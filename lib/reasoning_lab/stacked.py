@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .data import loss_positions
 from .devices import seed_everything
-from .model import Transformer, apply_rotary
+from .model import Transformer, block, gather_rows
 
 
 def build_models(make_model: Callable[[int], nn.Module], seeds: Sequence[int]) -> list[nn.Module]:
@@ -129,18 +129,23 @@ class StackedTransformer(Stacked):
     custom_linear = True     # the hand-written backward on CPU without autocast (elsewhere autograd's own)
 
     def _linear(self, x, name, w=None):
+        """Seed ``s``'s linear layer ``name`` on ``x[s]`` ([S, ..., in] -> [S, ..., out])."""
         w = self.p(name + ".weight") if w is None else w
         bias = self.p(name + ".bias") if _key(name + ".bias") in self.stack else None
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
         if self.custom_linear and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-            return _StackedLinear.apply(x, w, bias)
-        wt = w.transpose(1, 2)
-        return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, wt)
+            y = _StackedLinear.apply(x3, w, bias)
+        else:
+            wt = w.transpose(1, 2)
+            y = torch.bmm(x3, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x3, wt)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _norm(self, x, name):
         cfg = self.cfg
-        w = self.p(name + ".weight").unsqueeze(1)
+        w = self.p(name + ".weight").view(-1, *([1] * (x.dim() - 2)), x.shape[-1])
         if cfg.arch == "gpt":
-            return torch.addcmul(self.p(name + ".bias").unsqueeze(1), F.layer_norm(x, (cfg.d_model,), eps=cfg.norm_eps), w)
+            b = self.p(name + ".bias").view(w.shape)
+            return torch.addcmul(b, F.layer_norm(x, (cfg.d_model,), eps=cfg.norm_eps), w)
         return F.rms_norm(x, (cfg.d_model,), None, cfg.norm_eps) * w
 
     def _drop(self, x):
@@ -149,7 +154,7 @@ class StackedTransformer(Stacked):
     def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         S, B, T = tokens.shape
-        d, h = cfg.d_model, cfg.n_heads
+        d = cfg.d_model
         if T > cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={cfg.max_len}")
         emb = self.p("tok_emb.weight")
@@ -158,33 +163,47 @@ class StackedTransformer(Stacked):
         x = F.embedding(tokens + offset, emb.reshape(S * V, d))               # [S, B, T, d]
         if cfg.pos_encoding == "absolute":
             x = x + self.p("pos_emb.weight")[:, None, :T]
-        x = self._drop(x).reshape(S, B * T, d)
+        x = self._drop(x)
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if cfg.pos_encoding == "rotary" else None
-        attn_drop = cfg.dropout if self.training else 0.0
-        for i in range(cfg.n_layers):
-            pre = f"blocks.{i}."
-            q, k, v = self._linear(self._norm(x, pre + "norm1"), pre + "attn.qkv") \
-                .view(S * B, T, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=getattr(cfg, "causal", True), scale=cfg.attn_scale,
-                                               dropout_p=attn_drop)
-            x = x + self._drop(self._linear(y.transpose(1, 2).reshape(S, B * T, d), pre + "attn.proj"))
-            if index is not None and i == cfg.n_layers - 1:   # as Transformer: last MLP on scored rows only
-                x = x.view(S, B, T, d).gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d)).reshape(S, -1, d)
-            a = self._norm(x, pre + "norm2")
-            if cfg.arch == "llama":
-                a = F.silu(self._linear(a, pre + "mlp.gate")) * self._linear(a, pre + "mlp.up")
-            else:
-                a = F.gelu(self._linear(a, pre + "mlp.up"), approximate="tanh")
-            x = x + self._drop(self._linear(a, pre + "mlp.down"))
-        x = x.view(S, B, -1, d)
+        for i in range(cfg.n_layers):   # the model's own block, on per-seed weights; as Transformer, the
+            last = i == cfg.n_layers - 1  # last MLP runs on the scored rows only
+            x = block(x, _SeedOps(self, f"blocks.{i}."), cfg, rope, index if last else None, self.training)
         if index is not None and not cfg.n_layers:
-            x = x.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d))
-        K = x.shape[2]
+            x = gather_rows(x, index)
         head = emb if cfg.tie_embeddings else self.p("head.weight")
-        logits = self._linear(self._norm(x.reshape(S, B * K, d), "norm_f"), "head", head)
-        return logits.view(S, B, K, -1)
+        return self._linear(self._norm(x, "norm_f"), "head", head)
+
+
+class _SeedOps:
+    """The :func:`reasoning_lab.model.block` operations of block ``prefix`` of a :class:`StackedTransformer`."""
+
+    def __init__(self, st: StackedTransformer, prefix: str):
+        self.st, self.pre = st, prefix
+        self.gate = self._lin("mlp.gate") if st.cfg.arch == "llama" else None
+
+    def _lin(self, name):
+        return lambda x: self.st._linear(x, self.pre + name)
+
+    def norm1(self, x):
+        return self.st._norm(x, self.pre + "norm1")
+
+    def norm2(self, x):
+        return self.st._norm(x, self.pre + "norm2")
+
+    def drop(self, x):
+        return self.st._drop(x)
+
+    def qkv(self, x):
+        return self.st._linear(x, self.pre + "attn.qkv")
+
+    def proj(self, x):
+        return self.st._linear(x, self.pre + "attn.proj")
+
+    def up(self, x):
+        return self.st._linear(x, self.pre + "mlp.up")
+
+    def down(self, x):
+        return self.st._linear(x, self.pre + "mlp.down")
 
 
 class VmapEnsemble(Stacked):

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ...data import SeqData
+from ...evaluate import answer_logprobs, model_device
 from ..reversal.task import entity_words, score_matrix, sequences
 
 DIRECT, INDIRECT = 0, 1
@@ -152,18 +152,12 @@ def make_related_chain_data(vocab_size: int = 800, id_pool: int = 600, n_train: 
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 
-def _device(model: torch.nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def greedy_entity(model: torch.nn.Module, prefix: torch.Tensor, length: int) -> torch.Tensor:
     """Continue each row of ``prefix`` [N, P] by ``length`` argmax tokens (over the whole vocabulary)."""
     was_training = model.training
     model.eval()
-    seq = prefix.to(_device(model))
+    seq = prefix.to(model_device(model))
     for _ in range(length):
         nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
@@ -171,17 +165,12 @@ def greedy_entity(model: torch.nn.Module, prefix: torch.Tensor, length: int) -> 
     return seq[:, prefix.shape[1]:].cpu()
 
 
-@torch.no_grad()
 def entity_logprob(model: torch.nn.Module, prefix: torch.Tensor, entity: torch.Tensor) -> torch.Tensor:
-    """log p(entity | prefix) summed over the entity's tokens, per row: [N]."""
-    was_training = model.training
-    model.eval()
-    dev = _device(model)
-    seq = torch.cat([prefix, entity], 1).to(dev)
-    logp = F.log_softmax(model(seq[:, :-1]).float(), -1)[:, prefix.shape[1] - 1:]
-    out = logp.gather(-1, entity.to(dev)[..., None]).squeeze(-1).sum(1)
-    model.train(was_training)
-    return out.cpu()
+    """log p(entity | prefix) summed over the entity's tokens, per row: [N] (:func:`answer_logprobs`)."""
+    tokens = torch.cat([prefix, entity], 1)
+    answer = torch.zeros_like(tokens, dtype=torch.bool)
+    answer[:, prefix.shape[1]:] = True
+    return answer_logprobs(model, (tokens, answer))["whole"]
 
 
 def _query(left: torch.Tensor, relation: int) -> torch.Tensor:

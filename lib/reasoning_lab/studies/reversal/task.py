@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ...stacked import build_models
-
-from ...train import train_seeds
-from ...model import model_from_params
-from ...experiments.params import as_dict
-from ...devices import seed_everything
-from ...train import History, config_from_params, train
 from ...data import SeqData
+from ...devices import seed_everything
+from ...evaluate import answer_logprobs
+from ...experiments.params import as_dict
+from ...model import model_from_params
+from ...stacked import build_models
+from ...train import History, config_from_params, train, train_seeds
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2
@@ -154,14 +153,11 @@ def score_matrix(model: torch.nn.Module, prefixes: torch.Tensor, answers: torch.
     if score == "logit":
         out = model(prefixes)[:, -1, :].float()[:, answers[:, 0]]
     else:
-        P, k = prefixes.shape[1], answers.shape[1]
+        P = prefixes.shape[1]
         rows = torch.cat([prefixes.repeat_interleave(m, 0), answers.repeat(n, 1)], dim=1)   # [n*m, P+k]
-        parts = []
-        for start in range(0, len(rows), batch_size):
-            x = rows[start:start + batch_size]
-            logp = torch.log_softmax(model(x[:, :-1]).float(), -1)[:, P - 1:]              # predicts answers
-            parts.append(logp.gather(-1, x[:, P:, None]).squeeze(-1).sum(-1))
-        out = torch.cat(parts).view(n, m)
+        answer = torch.zeros_like(rows, dtype=torch.bool)
+        answer[:, P:] = True
+        out = answer_logprobs(model, (rows, answer), batch_size)["whole"].view(n, m)
     model.train(was_training)
     return out.cpu()
 
