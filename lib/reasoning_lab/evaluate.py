@@ -77,12 +77,6 @@ def answer_logprobs(model: torch.nn.Module, data: SeqData | tuple[torch.Tensor, 
     return out if stacked else {k: v[0] for k, v in out.items()}
 
 
-def stacked_answer_logprobs(ens: Stacked, tokens: torch.Tensor, answer: torch.Tensor,
-                            batch_size: int = 2048) -> dict[str, torch.Tensor]:
-    """:func:`answer_logprobs` for all seeds at once (tokens/answer [S, N, T]): a view of it."""
-    return answer_logprobs(ens, (tokens, answer), batch_size)
-
-
 def summarize(lp: dict[str, torch.Tensor], name: str, first: bool = True) -> dict[str, float]:
     """``<name>_nll``, ``_nll_first``, ``_prob``, ``_prob_first`` and ``_acc`` of one split's log-probs
     (without the ``_first`` entries when ``first`` is False)."""
