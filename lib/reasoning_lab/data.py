@@ -49,3 +49,21 @@ def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k = max(1, int(mask.sum(1).max())) if mask.shape[0] else 1
     index = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
     return index, mask.gather(1, index)
+
+
+@dataclass
+class TaskData:
+    """A study's training and held-out sentences and its model vocabulary; ``chance_prob`` is a uniform
+    guess over the ``n_answers`` entities that can fill the answer slot (each study says which)."""
+
+    train: SeqData
+    valid: SeqData
+    vocab_size: int                 # model vocabulary: relation tokens + entity token range
+
+    @property
+    def n_answers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def chance_prob(self) -> float:
+        return 1.0 / self.n_answers

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...data import SeqData
+from ...data import SeqData, TaskData
 from ...devices import seed_everything
 from ...evaluate import answer_logprobs
 from ...experiments.params import as_dict
@@ -25,10 +25,7 @@ N_RELATIONS = 2
 
 
 @dataclass
-class ReversalData:
-    train: SeqData
-    valid: SeqData
-    vocab_size: int               # model vocabulary: relation tokens + entity token range
+class ReversalData(TaskData):
     a: torch.Tensor               # [n_pairs, word_size] token ids of A entities
     b: torch.Tensor               # [n_pairs, word_size] token ids of B entities
     train_pairs: torch.Tensor     # indices of pairs with both directions in training
@@ -40,9 +37,19 @@ class ReversalData:
         return self.a.shape[0]
 
     @property
-    def chance_prob(self) -> float:
-        """Uniform guess over the entities that can fill the answer slot."""
-        return 1.0 / self.n_pairs
+    def n_answers(self) -> int:     # any entity of the answer's class
+        return self.n_pairs
+
+
+def entity_alphabets(vocab_size: int, n_classes: int, generator: torch.Generator,
+                     first_id: int = N_RELATIONS) -> list[torch.Tensor]:
+    """``n_classes`` disjoint random alphabets of ``vocab_size // 4`` token ids each, taken from
+    ``first_id .. first_id + vocab_size - 1`` (the ids below are the relation tokens)."""
+    alphabet = vocab_size // 4
+    if alphabet < 2:
+        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
+    ids = torch.randperm(vocab_size, generator=generator)[: n_classes * alphabet] + first_id
+    return list(ids.split(alphabet))
 
 
 def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -78,11 +85,8 @@ def sequences(left: torch.Tensor, relation: int, right: torch.Tensor) -> SeqData
 def make_reversal_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
                        train_fraction: float = 0.7) -> ReversalData:
     g = torch.Generator().manual_seed(seed)
-    alphabet = vocab_size // 4
-    if alphabet < 2:
-        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
-    ids = torch.randperm(vocab_size, generator=g)[: 2 * alphabet] + N_RELATIONS
-    a_alpha, b_alpha = ids[:alphabet], ids[alphabet:]
+    a_alpha, b_alpha = entity_alphabets(vocab_size, 2, g)
+    alphabet = len(a_alpha)
     n_pairs = min(alphabet ** word_size, 2 * alphabet)
     a = entity_words(a_alpha, word_size, n_pairs, g)
     b = entity_words(b_alpha, word_size, n_pairs, g)
