@@ -7,7 +7,7 @@ same step is mostly arithmetic already, so the gain there is small (measured at 
 3 seeds, one thread: about 1.2x less CPU time end to end with the per-epoch evaluations included, while
 the training steps alone run at about the sequential speed; bench/bench_training.py).
 
-:func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.training.train` do, with
+:func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.train.train` do, with
 the same results up to float rounding:
 
 * the same initial weights: each model is built right after ``seed_everything(seed)``;
@@ -16,13 +16,14 @@ the same results up to float rounding:
   weights only enter seed ``s``'s loss, so each slice of the stacked gradient is that seed's gradient;
 * the same optimizer: AdamW is elementwise, so one AdamW over stacked tensors is ``S`` AdamWs; gradient
   clipping (which is not elementwise) is done per seed;
-* the same evaluation (:func:`reasoning_lab.training.evaluate`), per seed, and one
-  :class:`~reasoning_lab.training.History` per seed.
+* the same evaluation (:func:`reasoning_lab.evaluate.evaluate`), per seed, and one
+  :class:`~reasoning_lab.train.History` per seed.
 
-Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.models.Transformer`,
-:class:`StackedTransformer` holds weights of shape ``[S, ...]`` and uses batched matrix products
+Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.model.Transformer`,
+:class:`StackedTransformer` holds weights of shape ``[S, ...]`` and runs the model's own block function
+(:func:`reasoning_lab.model.block`) with per-seed linear layers and norms: batched matrix products
 (``baddbmm`` gives bit-for-bit the products of ``addmm``); attention, activations and the loss carry no
-weights, so seeds are folded into the batch there. Any other module goes through ``torch.func``
+weights, so seeds are folded into the batch there. The model itself is not written a second time. Any other module goes through ``torch.func``
 (``stack_module_state`` + ``functional_call`` + ``vmap``), :class:`VmapEnsemble`.
 
 What is not identical: LayerNorm/RMSNorm apply their per-seed scale as a separate multiply (the one-model
@@ -239,7 +240,7 @@ def make_ensemble(models: Sequence[nn.Module], backend: str = "auto") -> Stacked
         raise ValueError(f"parameter backend={backend!r} is not allowed: expected 'auto', 'stacked' or 'vmap'")
     stacked = all(type(m) is Transformer for m in models)
     if backend == "stacked" and not stacked:
-        raise ValueError("backend='stacked' needs reasoning_lab.models.Transformer models")
+        raise ValueError("backend='stacked' needs reasoning_lab.model.Transformer models")
     return StackedTransformer(models) if stacked and backend != "vmap" else VmapEnsemble(models)
 
 

@@ -2,9 +2,10 @@
 
 There is no fixed dataset and no epoch: each step samples ``batch_size`` questions (1-hop, or 1-hop and
 2-hop mixed ``1 : 1/hop_ratio`` as the original's ``order_weights``), and the loss is the answer-token
-NLL summed per question and averaged over questions. AdamW, linear warm-up then cosine decay to
-``final_lr`` x ``lr``, gradient clipping. Atomic checkpoints; a rerun with the same checkpoint resumes and
-ends where an uninterrupted run ends.
+NLL summed per question and averaged over questions. The steps run in the library's one loop
+(:func:`reasoning_lab.train.fit`): AdamW (fused on CPU and CUDA), linear warm-up then cosine decay to
+``final_lr`` x ``lr``, gradient clipping, bf16 autocast on CUDA, atomic checkpoints; a rerun with the same
+checkpoint resumes and ends where an uninterrupted run ends.
 
 Run as a script for full-size runs, on one device or under ``torchrun`` (DDP: the batch is split over the
 ranks, each rank draws its own questions)::

@@ -72,7 +72,7 @@ def train_masked(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig, 
                  eval_splits: dict[str, SeqData] | None = None) -> History:
     """Train ``model`` (bidirectional attention) with MLM-U on the sentences of ``train_data``.
 
-    The loop, optimiser, shuffling, evaluation schedule, checkpoints and resume of :func:`training.train`
+    The loop, optimiser, shuffling, evaluation schedule, checkpoints and resume of :func:`reasoning_lab.train.train`
     (:func:`reasoning_lab.train.fit`); ``loss_whole_sequence`` does not apply (the masks decide what is
     predicted).
     """

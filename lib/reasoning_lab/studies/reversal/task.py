@@ -245,7 +245,7 @@ def fit_seeds(p, train_sets: list[SeqData], eval_splits: list[dict[str, SeqData]
               snapshot_every: int = 1, **overrides) -> list[Fit]:
     """:func:`fit` for every seed at once: seed ``seeds[s]`` trains on ``train_sets[s]`` and is evaluated on
     ``eval_splits[s]``, and all of them train as one batched model
-    (:func:`reasoning_lab.ensemble.train_seeds`) — the same models as separate :func:`fit` calls up to
+    (:func:`reasoning_lab.train.train_seeds`) — the same models as separate :func:`fit` calls up to
     float rounding, in less time. ``snapshot(model, epoch)``, if given, sees the first seed's model after
     every ``snapshot_every``-th epoch and the last; ``checkpoint`` is one file for all seeds."""
     params, max_len = _model_params(p, train_sets[0], overrides)
