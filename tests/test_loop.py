@@ -145,3 +145,13 @@ def test_perturb_and_retrain_resumes_to_the_same_losses(tmp_path, monkeypatch):
     resumed = hc.perturb_and_retrain(5, 3, 6, 16, 1e-2, kind="read_k", checkpoint=tmp_path / "p.pt",
                                      checkpoint_every=3)
     assert resumed == straight
+
+
+def test_a_checkpoint_of_another_format_is_replaced_with_a_warning(tmp_path):
+    ck = tmp_path / "old.pt"
+    torch.save({"model": {}, "epoch": 2}, ck)     # what the trainers wrote before the shared loop
+    reference = _reversal_run()
+    with pytest.warns(UserWarning, match="starts afresh"):
+        again = _reversal_run(checkpoint_path=ck)
+    assert again.data == reference.data
+    assert torch.load(ck, weights_only=False)["format"] == lab.train.CHECKPOINT_FORMAT

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -244,6 +245,9 @@ def _dist():
     return None, 0, 1
 
 
+CHECKPOINT_FORMAT = "reasoning-lab-fit-1"
+
+
 def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
         evaluate: Callable[[int], dict | list[dict]] | None = None,
         hooks: Sequence[Callable[[int, list[History]], None]] = (),
@@ -276,8 +280,12 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
     start = 0
 
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    state = torch.load(ckpt, map_location=device, weights_only=False) if ckpt is not None and ckpt.exists() else None
+    if state is not None and state.get("format") != CHECKPOINT_FORMAT:
+        warnings.warn(f"checkpoint {ckpt} is not a {CHECKPOINT_FORMAT} checkpoint (written by an older "
+                      "trainer): training starts afresh and replaces it")
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         batches.load_state_dict(state["batches"])
@@ -294,7 +302,7 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
             return
         batch_state = batches.state_dict()       # collective under DDP: every rank takes part
         if rank == 0:
-            torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batch_state,
+            torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batch_state,
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "histories": [h.state_dict() for h in histories], "step": step}, ckpt)
@@ -549,8 +557,9 @@ def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], da
             m.to(device)
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("batches", {}).get("seeds")
-        if saved != seeds:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        saved = state.get("batches", {}).get("seeds")
+        if state.get("format") == CHECKPOINT_FORMAT and saved != seeds:
             raise ValueError(f"checkpoint {ckpt} holds seeds {saved}, not {seeds}")
     static = uses_static_batches(cfg, device)
     batches = _SeedBatches(len(datasets[0]), cfg.batch_size, seeds, static, device, stacked=True)
