@@ -23,8 +23,9 @@ Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.m
 :class:`StackedTransformer` holds weights of shape ``[S, ...]`` and runs the model's own block function
 (:func:`reasoning_lab.model.block`) with per-seed linear layers and norms: batched matrix products
 (``baddbmm`` gives bit-for-bit the products of ``addmm``); attention, activations and the loss carry no
-weights, so seeds are folded into the batch there. The model itself is not written a second time. Any other module goes through ``torch.func``
-(``stack_module_state`` + ``functional_call`` + ``vmap``), :class:`VmapEnsemble`.
+weights, so seeds are folded into the batch there. The model itself is not written a second time.
+Any other module goes through ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``),
+:class:`VmapEnsemble`.
 
 What is not identical: LayerNorm/RMSNorm apply their per-seed scale as a separate multiply (the one-model
 kernel fuses it), which moves results by float rounding (~1e-7 relative per step); and with

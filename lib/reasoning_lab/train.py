@@ -302,7 +302,8 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
             return
         batch_state = batches.state_dict()       # collective under DDP: every rank takes part
         if rank == 0:
-            torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batch_state,
+            torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "batches": batch_state,
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "histories": [h.state_dict() for h in histories], "step": step}, ckpt)
