@@ -71,6 +71,9 @@ test: install assets
 browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
+# A single run takes its threads from its parameters (`-p threads=N`; 0 is PyTorch's default), not from
+# the one-thread setting above, which would win over them (see lab.start).
+run: REASONING_LAB_THREADS :=
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...data import SeqData, TaskData
+from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
 from ...devices import seed_everything
 from ...evaluate import answer_logprobs
 from ...experiments.params import as_dict
@@ -41,51 +41,10 @@ class ReversalData(TaskData):
         return self.n_pairs
 
 
-def entity_alphabets(vocab_size: int, n_classes: int, generator: torch.Generator,
-                     first_id: int = N_RELATIONS) -> list[torch.Tensor]:
-    """``n_classes`` disjoint random alphabets of ``vocab_size // 4`` token ids each, taken from
-    ``first_id .. first_id + vocab_size - 1`` (the ids below are the relation tokens)."""
-    alphabet = vocab_size // 4
-    if alphabet < 2:
-        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
-    ids = torch.randperm(vocab_size, generator=generator)[: n_classes * alphabet] + first_id
-    return list(ids.split(alphabet))
-
-
-def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` distinct words of ``word_size`` tokens from ``alphabet``, drawn uniformly without replacement."""
-    size = len(alphabet)
-    total = size ** word_size
-    if total <= 10_000_000:  # enumerate the word space and shuffle it
-        codes = torch.randperm(total, generator=generator)[:n]
-    else:  # sample codes, keep the first occurrence of each, repeat until n are distinct
-        codes = torch.empty(0, dtype=torch.long)
-        while len(codes) < n:
-            merged = torch.cat([codes, torch.randint(total, (2 * n,), generator=generator)])
-            order = torch.argsort(merged, stable=True)
-            first = torch.ones(len(merged), dtype=torch.bool)
-            first[1:] = merged[order][1:] != merged[order][:-1]
-            keep = torch.zeros(len(merged), dtype=torch.bool)
-            keep[order[first]] = True
-            codes = merged[keep][:n]
-    digits = torch.stack([(codes // size ** i) % size for i in reversed(range(word_size))], dim=1)
-    return alphabet[digits]
-
-
-def sequences(left: torch.Tensor, relation: int, right: torch.Tensor) -> SeqData:
-    """Rows ``left relation right`` with the ``right`` entity as the answer."""
-    n, k = left.shape
-    rel = torch.full((n, 1), relation, dtype=torch.long)
-    tokens = torch.cat([left, rel, right], dim=1)
-    answer = torch.zeros_like(tokens, dtype=torch.bool)
-    answer[:, k + 1:] = True
-    return SeqData(tokens, answer)
-
-
 def make_reversal_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
                        train_fraction: float = 0.7) -> ReversalData:
     g = torch.Generator().manual_seed(seed)
-    a_alpha, b_alpha = entity_alphabets(vocab_size, 2, g)
+    a_alpha, b_alpha = entity_alphabets(vocab_size, 2, g, N_RELATIONS)
     alphabet = len(a_alpha)
     n_pairs = min(alphabet ** word_size, 2 * alphabet)
     a = entity_words(a_alpha, word_size, n_pairs, g)
