@@ -13,7 +13,8 @@ from reasoning_lab.studies.capacity.profiles import Profiles, generate_profiles,
 from reasoning_lab.studies.capacity.questions import HELDOUT_SETS, QuestionBank
 from reasoning_lab.studies.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
 from reasoning_lab.studies.capacity import sweep
-from reasoning_lab.studies.capacity.train import AnswerLoss, CapacityConfig, main, question_losses, train_capacity
+from reasoning_lab.studies.capacity.train import (AnswerLoss, CapacityConfig, main, question_losses, subject_bits,
+                                                  train_capacity)
 from reasoning_lab.model import Transformer, count_params
 
 
@@ -286,7 +287,7 @@ def test_models_trained_in_worker_processes_match_serial_training(small):
     parallel = sweep.train_models(bank, budgets, 1, cfg, seed=0, workers=2)
     for (m1, r1), (m2, r2) in zip(serial, parallel):
         assert m1.num_params() == m2.num_params()
-        assert r2.history["train_onehop_loss"] == pytest.approx(r1.history["train_onehop_loss"], rel=1e-5)
+        assert r2["train_onehop_loss"] == pytest.approx(r1["train_onehop_loss"], rel=1e-5)
         for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-6)
 
@@ -294,11 +295,11 @@ def test_models_trained_in_worker_processes_match_serial_training(small):
 def test_training_learns_and_reports_exposures(small):
     _, p, bank = small
     model, res = _tiny_run(bank, 80, two_hop=True)
-    loss = res.history["train_onehop_loss"]
+    loss = res["train_onehop_loss"]
     assert loss[-1] < 0.7 * loss[0]
-    assert res.history["exposures"][-1] == pytest.approx(80 * (128 - round(128 / 1.1)) / (60 * 8))
+    assert res["exposures"][-1] == pytest.approx(80 * (128 - round(128 / 1.1)) / (60 * 8))
     ent = E.dataset_entropy(p)
-    cap = E.capacity(res.subject_bits("train_onehop", bank.subjects), ent)
+    cap = E.capacity(subject_bits(res, "train_onehop", bank.subjects), ent)
     assert 0 < cap <= ent.one_hop
     assert "eval_triples_loss" in res.final and "train_twohop_bits_parent" in res.final
 

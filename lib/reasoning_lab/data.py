@@ -52,6 +52,35 @@ def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index, mask.gather(1, index)
 
 
+@dataclass
+class TaskData:
+    """A study's training and held-out sentences and its model vocabulary; ``chance_prob`` is a uniform
+    guess over the ``n_answers`` entities that can fill the answer slot (each study says which)."""
+
+    train: SeqData
+    valid: SeqData
+    vocab_size: int                 # model vocabulary: relation tokens + entity token range
+
+    @property
+    def n_answers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def chance_prob(self) -> float:
+        return 1.0 / self.n_answers
+
+
+def entity_alphabets(vocab_size: int, n_classes: int, generator: torch.Generator,
+                     first_id: int) -> list[torch.Tensor]:
+    """``n_classes`` disjoint random alphabets of ``vocab_size // 4`` token ids each, taken from
+    ``first_id .. first_id + vocab_size - 1`` (the ids below are the relation tokens)."""
+    alphabet = vocab_size // 4
+    if alphabet < 2:
+        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
+    ids = torch.randperm(vocab_size, generator=generator)[: n_classes * alphabet] + first_id
+    return list(ids.split(alphabet))
+
+
 def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` distinct words of ``word_size`` tokens from ``alphabet``, drawn uniformly without replacement."""
     size = len(alphabet)

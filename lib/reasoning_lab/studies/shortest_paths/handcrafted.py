@@ -237,27 +237,36 @@ def exactness(model: HandcraftedBFS, edges: torch.Tensor, labels: torch.Tensor, 
 
 
 def perturb_and_retrain(max_vertices: int, seed: int, steps: int, batch_size: int, lr: float,
-                        dtype=torch.float32, kind: str | None = None) -> dict:
-    """Destroy one Q/K/V matrix (seeded), then retrain all Q/K/V with Adam on fresh random graphs.
+                        dtype=torch.float32, kind: str | None = None, checkpoint=None,
+                        checkpoint_every: int = 0) -> dict:
+    """Destroy one Q/K/V matrix (seeded), then retrain all Q/K/V with Adam on fresh random graphs
+    (:func:`reasoning_lab.train.fit`; with ``checkpoint`` a rerun resumes).
 
     Returns the destroyed matrix, its head/layer index and the per-step training MSE (step 0 is the
-    loss of the destroyed model before any update).
+    loss of the destroyed model before any update; the last, after ``steps`` updates, on one more batch).
     """
+    from ...train import LoopConfig, fit
+    from .model import GraphBatches
+
     gen = torch.Generator().manual_seed(seed)
     model = HandcraftedBFS(max_vertices, dtype=dtype)
     kind, index = destroy_matrix(model, gen, kind)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps + 1):
-        edges, labels = random_graphs(batch_size, max_vertices, gen)
-        loss = (model(edges) - labels.to(dtype)).pow(2).mean()
-        losses.append(float(loss.detach()))
-        if len(losses) > steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return {"kind": kind, "index": index, "losses": losses, "seed": seed}
+    batches = GraphBatches(lambda n, g: random_graphs(n, max_vertices, g), batch_size, gen)
+
+    def mse(forward, edges, labels):
+        return (forward(edges) - labels.to(dtype)).pow(2).mean()
+
+    def objective(forward, batch):
+        _step, (edges, labels) = batch
+        loss = mse(forward, edges, labels)
+        return loss, 1, {"loss": float(loss.detach())}
+
+    cfg = LoopConfig(steps=steps, lr=lr, optimizer="adam", bf16=False, checkpoint_path=checkpoint,
+                     checkpoint_every=checkpoint_every, progress=False)
+    history = fit(model, batches, objective, cfg)[0]
+    with torch.no_grad():
+        final = float(mse(model, *batches.batch(steps)[1]))
+    return {"kind": kind, "index": index, "losses": history.data.get("loss", []) + [final], "seed": seed}
 
 
 def draw_residual(ax, X: torch.Tensor, N: int, title: str = "") -> None:
