@@ -20,19 +20,11 @@ PACKAGE = "reasoning_lab"
 ROOT = Path(__file__).resolve().parents[1] / "lib" / PACKAGE
 
 # Import edges that break a rule and are known. Each says why it is still here.
-KNOWN_EXCEPTIONS = {
-    # The chain study scores its answers with the reversal study's score matrix; that helper is
-    # being replaced by a shared evaluator in evaluate.py, which removes this edge.
-    ("reasoning_lab.studies.chain.task", "reasoning_lab.studies.reversal.task"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 # Import cycles that are known, as sorted module groups. Each says why it is still here.
-KNOWN_CYCLES = [
-    # runner.sweep() forwards to sweep.run_sweep with an import inside the function, while sweep
-    # imports runner for execute(); the forwarder can go once the command line calls sweep directly.
-    ["reasoning_lab.experiments.runner", "reasoning_lab.experiments.sweep"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def module_name(path: Path) -> str:

@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import Launcher, parse_time
+    from .sweep import Launcher, parse_time, run_sweep
 
     grid = {k: runner.split_values(v) for k, v in _pairs(args.grid, "--grid").items()}
     if not grid:
@@ -48,7 +48,7 @@ def cmd_sweep(args) -> int:
                         partition=args.partition, time_min=parse_time(args.time) if args.time else None,
                         gpus_per_job=_count(args.gpus_per_job, "--gpus-per-job"),
                         sbatch_opts=_pairs(args.sbatch_opt, "--sbatch-opt"), dry_run=args.dry_run)
-    runner.sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher)
+    run_sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher)
     return 0
 
 

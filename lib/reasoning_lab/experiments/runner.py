@@ -82,13 +82,3 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 def point_label(point: dict[str, Any]) -> str:
     safe = lambda v: str(v).replace("/", "_").replace(" ", "").replace("[", "").replace("]", "")
     return "_".join(f"{k}={safe(v)}" for k, v in point.items()) or "base"
-
-
-def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
-          overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None,
-          launcher=None, log=print) -> list[dict[str, Any]]:
-    """Run every point of ``grid`` as one job (``experiments.sweep.Launcher``: local processes, one per GPU
-    or CPU slot, or Slurm jobs); see :mod:`reasoning_lab.experiments.sweep`."""
-    from .sweep import run_sweep
-
-    return run_sweep(name, grid, preset, overrides, out, launcher, log)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
-from ...evaluate import answer_logprobs, model_device
-from ..reversal.task import score_matrix
+from ...evaluate import answer_logprobs, model_device, score_matrix
 
 DIRECT, INDIRECT = 0, 1
 N_RELATIONS = 2

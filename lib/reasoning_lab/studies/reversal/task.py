@@ -14,7 +14,7 @@ import torch
 
 from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
 from ...devices import seed_everything
-from ...evaluate import answer_logprobs
+from ...evaluate import score_matrix
 from ...experiments.params import as_dict
 from ...model import model_from_params
 from ...stacked import build_models
@@ -95,34 +95,6 @@ def query_groups(data: ReversalData) -> dict[str, tuple[torch.Tensor, torch.Tens
         "valid_unseen": (torch.cat([data.b[vf], data.a[vb]]), torch.cat([rel(BACKWARD, n_f), rel(FORWARD, n_b)]),
                          torch.cat([data.a[vf], data.b[vb]])),
     }
-
-
-@torch.no_grad()
-def score_matrix(model: torch.nn.Module, prefixes: torch.Tensor, answers: torch.Tensor, score: str = "logit",
-                 batch_size: int = 4096) -> torch.Tensor:
-    """``[n, m]`` matrix: how strongly the model continues prefix ``i`` with answer entity ``j``.
-
-    ``score="logit"``: the next-token logit of the first token of answer ``j`` after prefix ``i`` (what the
-    original heat-maps show). ``score="logprob"``: ``log p(answer j | prefix i)`` summed over all its tokens
-    (teacher forcing), which is the right score for entities longer than one token.
-    """
-    if score not in ("logit", "logprob"):
-        raise ValueError(f"score={score!r} is not allowed: expected 'logit' or 'logprob'")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    prefixes, answers = prefixes.to(device), answers.to(device)
-    n, m = len(prefixes), len(answers)
-    if score == "logit":
-        out = model(prefixes)[:, -1, :].float()[:, answers[:, 0]]
-    else:
-        P = prefixes.shape[1]
-        rows = torch.cat([prefixes.repeat_interleave(m, 0), answers.repeat(n, 1)], dim=1)   # [n*m, P+k]
-        answer = torch.zeros_like(rows, dtype=torch.bool)
-        answer[:, P:] = True
-        out = answer_logprobs(model, (rows, answer), batch_size)["whole"].view(n, m)
-    model.train(was_training)
-    return out.cpu()
 
 
 def logit_matrices(model: torch.nn.Module, data: ReversalData, view: str = "relation",
