@@ -13,11 +13,12 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 EXP ?=
 ARGS ?=
 
-.PHONY: install assets book test unit notebooks nbtest browser bench run clean help
+.PHONY: install assets book test unit notebooks nbtest browser lab lab-check wheel-check bench run clean help
 
 help:
 	@echo "make book   - install, execute every notebook at its default size, build _build/html"
 	@echo "make test   - install, unit tests, notebook tests (nbval), book build checks"
+	@echo "make lab    - JupyterLab on the notebooks (MyST .md open as notebooks, paired with .ipynb)"
 	@echo "make run EXP=reversal-curse ARGS='-p seed=3 --out runs/x'   - one experiment via the CLI"
 	@echo "make bench  - benchmarks (print ratios against references measured in the same run)"
 	@echo "make clean  - remove build outputs (keeps .venv and runs/)"
@@ -27,7 +28,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,lab]"
 	@touch $(STAMP)
 
 # MathJax, requirejs and the ipywidgets HTML manager for the self-contained HTML book: pinned npm
@@ -70,6 +71,22 @@ test: install assets
 # line) when no Chromium is installed.
 browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
+
+# JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
+# MyST sources as notebooks and pairs each with a generated .ipynb; sliders rerun in the kernel.
+LAB_ARGS ?=
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+# The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,
+# a widget slider is dragged and the figure must redraw; screenshot in _build/lab/. Skipped without Chromium.
+lab-check: install
+	$(BIN)/python tools/lab_check.py --screenshot _build/lab/one-layer-dynamics.png
+
+# A regular (non-editable) install in a fresh virtual environment, used from outside the checkout:
+# `reasoning-lab list` finds every experiment and a tiny `run` works.
+wheel-check: install
+	$(BIN)/python tools/wheel_check.py
 
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .locations import notebook_dir
 from .params import COMMON, Bool, Choice, CompileMode, Float, Int, Rule, Seq, validate
 
 ROOT = Path(__file__).resolve().parents[3]
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = notebook_dir()   # the checkout's notebooks/, or the copy shipped in the package
 # The studies whose experiment declarations the registry loads, in the book's order.
 STUDIES = ("reversal", "chain", "theory", "capacity", "shortest_paths")
 
