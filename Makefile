@@ -96,5 +96,5 @@ bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache build dist
 	find . -name __pycache__ -prune -exec rm -rf {} +

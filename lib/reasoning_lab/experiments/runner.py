@@ -116,8 +116,9 @@ def _environ(values: dict[str, str]):
 
 @contextlib.contextmanager
 def _cell_log(n_cells: int):
-    """While streaming (``n_cells`` counts the cell papermill injects): papermill's "Executing Cell N" records become one short line per cell on stderr;
-    its copies of the cells' output are dropped (that output is streamed as it is, bars included)."""
+    """While streaming: papermill's "Executing Cell N" records become one short line per cell on stderr
+    (``n_cells`` counts the parameters cell papermill injects); its copies of the cells' output are
+    dropped (that output is streamed as it is, bars included)."""
     import logging
 
     log = logging.getLogger("papermill")
