@@ -76,7 +76,8 @@ browser: install
 # MyST sources as notebooks and pairs each with a generated .ipynb; sliders rerun in the kernel.
 LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,
 # a widget slider is dragged and the figure must redraw; screenshot in _build/lab/. Skipped without Chromium.
