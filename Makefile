@@ -73,10 +73,12 @@ browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
 # JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
-# MyST sources as notebooks and pairs each with a generated .ipynb; sliders rerun in the kernel.
+# MyST sources as notebooks (a double click opens a .md as a notebook: tools/lab-settings/overrides.json)
+# and pairs each with a generated .ipynb when saved; sliders rerun in the kernel.
 LAB_ARGS ?=
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks \
+	    --LabApp.app_settings_dir=tools/lab-settings \
 	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,

@@ -39,12 +39,11 @@ OPEN_JS = r"""
 (async path => {
   const app = window.jupyterapp;
   await app.started; await app.restored;
-  const factories = app.docRegistry.preferredWidgetFactories(path).map(f => f.name);
-  const factory = ['Jupytext Notebook', 'Notebook'].find(f =>
-      app.docRegistry.getWidgetFactory(f)) ;
-  const w = await app.commands.execute('docmanager:open', {path, factory});
+  // what a double click in the file browser opens: the default viewer for this file
+  const factory = app.docRegistry.defaultWidgetFactory(path).name;
+  const w = await app.commands.execute('docmanager:open', {path});
   await w.context.ready; await w.sessionContext.ready;
-  return {factory, preferred: factories, cells: w.content.widgets.length,
+  return {factory, cells: w.content ? w.content.widgets.length : 0,
           kernel: w.sessionContext.session && w.sessionContext.session.kernel.name};
 })(%s)
 """
@@ -150,8 +149,9 @@ def drive(dt: DevTools, session: str, url: str, notebook: str, shot: Path, run_t
     opened = evaluate(dt, session, OPEN_JS % json.dumps(notebook), timeout=120)
     print(f"  opened {notebook} with the '{opened['factory']}' factory: {opened['cells']} cells, "
           f"kernel {opened['kernel']}")
-    if opened["cells"] < 3:
-        return [f"{notebook} opened with {opened['cells']} cell(s): jupytext did not read it as a notebook"]
+    if opened["factory"] != "Jupytext Notebook" or opened["cells"] < 3:
+        return [f"{notebook} opened with '{opened['factory']}' and {opened['cells']} cell(s): "
+                "jupytext did not open it as a notebook"]
     t0 = time.monotonic()
     # started, not awaited: the command's promise settles only when the last cell has run
     evaluate(dt, session, "void window.jupyterapp.commands.execute('notebook:run-all-cells'); true")
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
         cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
                f"--ServerApp.root_dir={ROOT}", "--expose-app-in-browser",
+               f"--LabApp.app_settings_dir={ROOT / 'tools' / 'lab-settings'}",   # as `make lab`
                f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'ws'}"]
         if os.geteuid() == 0:  # containers and CI machines often run as root
             cmd.append("--allow-root")
