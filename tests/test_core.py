@@ -194,3 +194,22 @@ def test_checkpoints_are_keyed_by_the_settings_that_change_results(tmp_path):
     assert moved == path                                  # how fast it runs does not matter
     assert Run("x", {**base, "lr": 0.02}).checkpoint("model") != path
     assert Run("x", {**base, "output_dir": ""}).checkpoint("model") is None
+
+
+def test_training_player_scrubs_recorded_frames():
+    """The shared player: one image per panel and frame, a loss panel, a self-contained HTML slider."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    frames = [(e, {"a": rng.random((4, 4)), "b": rng.random((4, 4))}) for e in (1, 2, 3)]
+    html = lab.plots.training_player(frames, {"a": "A", "b": "B"}, {"loss": ([1, 2, 3], [3.0, 2.0, 1.0])},
+                                     total=3, chance=1.5, clip_quantile=0.1).data
+    assert "<input" in html and "font-awesome" not in html
+    assert html.count("data:image/png;base64") == len(frames)
+    hist = [(s, {"h": rng.random((8, 6))}) for s in (10, 20)]
+    html = lab.plots.training_player(hist, {"h": "outputs"}, {"mse": ([10, 20], [1.0, 0.5])}, xlabel="step",
+                                     log_colour=True, extent=(-0.5, 5.5, -0.5, 5.5), identity_line=True,
+                                     logy=True).data
+    assert html.count("data:image/png;base64") == len(hist)

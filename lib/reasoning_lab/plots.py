@@ -84,3 +84,74 @@ def _self_contained_player(html: str) -> str:
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
     return re.sub(r'<i class="fa fa-([a-z -]+)"></i>',
                   lambda m: _PLAYER_ICONS.get(m.group(1), m.group(0)), html)
+
+
+def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *, xlabel: str = "epoch",
+                    total: int | None = None, panel_labels: tuple[str, str] = ("candidate j", "query i"),
+                    curve_ylabel: str = "NLL of the answer (nats)", curve_title: str = "", chance=None,
+                    colour: str = "logit", log_colour: bool = False, extent=None, logy: bool = False,
+                    clip_quantile: float | None = None, identity_line: bool = False, figsize=None,
+                    dpi: int = 64, interval: int = 150):
+    """A static player of training dynamics: one image panel per entry of ``panels`` and the loss curves,
+    with a marker at the frame's moment; a slider scrubs through ``frames``. Works without a kernel.
+
+    ``frames`` is a list of ``(x, {panel key: 2-D array})`` recorded during training; ``panels`` maps the
+    keys to titles; ``curves`` maps labels to ``(xs, ys)``. The colour scale is fixed over the whole run
+    (from the ``clip_quantile`` to the maximum when given, else minimum to maximum), or logarithmic from
+    1e-3 to 1 with ``log_colour`` (column shares of a histogram, drawn with ``extent``; ``identity_line``
+    adds the dotted line output = label).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    keys = list(panels)
+    as_np = lambda m: np.asarray(m, dtype=float)
+    if log_colour:
+        norm, lo, hi = LogNorm(vmin=1e-3, vmax=1), None, None
+    else:
+        norm = None
+        lo = min(float(np.quantile(as_np(mats[k]), clip_quantile)) if clip_quantile else
+                 float(as_np(mats[k]).min()) for _, mats in frames for k in keys)
+        hi = max(float(as_np(mats[k]).max()) for _, mats in frames for k in keys)
+    n = len(keys) + 1
+    fig, axes = plt.subplots(1, n, figsize=figsize or (3.6 * n + 0.6, 3.9), dpi=dpi,
+                             gridspec_kw={"width_ratios": [1] * len(keys) + [1.3]})
+    show_image = (lambda m: np.where(as_np(m) > 0, as_np(m), np.nan)) if log_colour else as_np
+    images = []
+    for ax, k in zip(axes, keys):
+        first = show_image(frames[0][1][k])
+        if extent is None:
+            images.append(heatmap(ax, first, panels[k], *panel_labels, vmin=lo, vmax=hi, cmap="viridis",
+                                  colorbar_label=colour))
+            continue
+        im = ax.imshow(first, origin="lower", aspect="auto", cmap="viridis", norm=norm, extent=extent,
+                       interpolation="nearest")
+        ax.set(title=panels[k], xlabel=panel_labels[0], ylabel=panel_labels[1])
+        ax.grid(False)
+        if identity_line:
+            ends = [extent[0] + 0.5, extent[1] - 0.5]
+            ax.plot(ends, ends, color="white", lw=0.6, ls=":")
+        fig.colorbar(im, ax=ax, label=colour)
+        images.append(im)
+    curve_ax = axes[-1]
+    for label, (xs, ys) in curves.items():
+        curve_ax.plot(xs, ys, label=label)
+    if chance is not None:
+        curve_ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
+    if logy:
+        curve_ax.set_yscale("log")
+    curve_ax.set(xlabel=xlabel, ylabel=curve_ylabel, title=curve_title)
+    curve_ax.legend(fontsize=7)
+    marker = curve_ax.axvline(frames[0][0], color="black", lw=1)
+    of = f" of {total}" if total else ""
+    fig.suptitle(f"{xlabel} {frames[0][0]}{of}")
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+
+    def show(i):
+        x, mats = frames[i]
+        for im, k in zip(images, keys):
+            im.set_data(show_image(mats[k]))
+        marker.set_xdata([x, x])
+        fig.suptitle(f"{xlabel} {x}{of}")
+
+    return scrubber(fig, show, len(frames), interval=interval)
