@@ -95,8 +95,8 @@ prints one line and exits with status 2 before anything is written; a notebook t
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasoning-lab", epilog=EPILOG,
-                                description="The experiments of the Reasoning Lab book, one notebook each: "
-                                            "\nlist them, run one, or sweep one over a grid of parameters.",
+                                description="The experiments of the Reasoning Lab book, one notebook each:\n"
+                                            "list them, run one, or sweep one over a grid of parameters.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
