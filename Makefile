@@ -73,7 +73,8 @@ browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
 # JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
-# MyST sources as notebooks (a double click opens a .md as a notebook: tools/lab-settings/overrides.json)
+# MyST sources as notebooks (tools/lab-settings/overrides.json: a double click opens a .md as a notebook,
+# and every cell is rendered, so that widget outputs far down a chapter are live)
 # and pairs each with a generated .ipynb when saved; sliders rerun in the kernel.
 LAB_ARGS ?=
 lab: install

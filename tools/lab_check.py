@@ -82,9 +82,10 @@ SLIDER_JS = r"""
   const track = slider.querySelector('.noUi-target').getBoundingClientRect();
   const h = handle.getBoundingClientRect();
   const img = box.querySelector('img');
+  const drawn = img && img.complete && img.naturalWidth;
   return {x: h.left + h.width / 2, y: h.top + h.height / 2, right: track.right - 2,
           label: label ? label.textContent : '', value: slider.querySelector('.widget-readout').textContent,
-          figure: img ? hash(img.src) : null};
+          figure: drawn ? hash(img.src) : null};
 })()
 """
 
@@ -176,8 +177,8 @@ def drive(dt: DevTools, session: str, url: str, notebook: str, shot: Path, run_t
 
     time.sleep(1.0)  # let the interact draw its first figure
     before = evaluate(dt, session, SLIDER_JS)
-    if before["figure"] is None:
-        wait_for(lambda: evaluate(dt, session, FIGURE_JS)["figure"], 60)
+    if before["figure"] is None:  # a busy machine: the browser may still be decoding the first figure
+        wait_for(lambda: evaluate(dt, session, SLIDER_JS)["figure"], 180, every=1.0)
         before = evaluate(dt, session, SLIDER_JS)
     if before["figure"] is None:
         return ["the interactive cell drew no figure before the slider moved"]
@@ -197,7 +198,7 @@ def drive(dt: DevTools, session: str, url: str, notebook: str, shot: Path, run_t
         idle = evaluate(dt, session, STATE_JS)["status"] == "idle"
         return idle and after["figure"] is not None and after["figure"] != before["figure"]
 
-    ok = wait_for(redrawn, 120, every=0.5)
+    ok = wait_for(redrawn, 240, every=0.5)
     problems = []
     if after.get("value") == before["value"]:
         problems.append(f"dragging the slider '{before['label']}' left its value at {before['value']}")
