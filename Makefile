@@ -92,6 +92,9 @@ lab-check: install
 wheel-check: install
 	$(BIN)/python tools/wheel_check.py
 
+# A single run takes its threads from its parameters (`-p threads=N`; 0 is PyTorch's default), not from
+# the one-thread setting above, which would win over them (see lab.start).
+run: REASONING_LAB_THREADS :=
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
 
