@@ -16,11 +16,12 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 EXP ?=
 ARGS ?=
 
-.PHONY: install assets book test unit notebooks nbtest browser bench run clean help gpu-check test-slow
+.PHONY: install assets book test unit notebooks nbtest browser lab lab-check wheel-check bench run clean help gpu-check test-slow
 
 help:
 	@echo "make book   - install, execute the notebooks at their default size (one per core), build _build/html"
 	@echo "make test   - install, unit tests, notebook tests (nbval), book build checks"
+	@echo "make lab    - JupyterLab on the notebooks (MyST .md open as notebooks, paired with .ipynb)"
 	@echo "make run EXP=reversal-curse ARGS='-p seed=3 --out runs/x'   - one experiment via the CLI"
 	@echo "make bench  - benchmarks (print ratios against references measured in the same run)"
 	@echo "make gpu-check - CUDA paths and paper-preset timings on a GPU (CPU mode without one); JSON in"
@@ -33,7 +34,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,lab]"
 	@touch $(STAMP)
 
 # MathJax, requirejs and the ipywidgets HTML manager for the self-contained HTML book: pinned npm
@@ -90,6 +91,26 @@ test: install assets
 browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
+# JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
+# MyST sources as notebooks (tools/lab-settings/overrides.json: a double click opens a .md as a notebook,
+# and every cell is rendered, so that widget outputs far down a chapter are live)
+# and pairs each with a generated .ipynb when saved; sliders rerun in the kernel.
+LAB_ARGS ?=
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks \
+	    --LabApp.app_settings_dir=tools/lab-settings \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,
+# a widget slider is dragged and the figure must redraw; screenshot in _build/lab/. Skipped without Chromium.
+lab-check: install
+	$(BIN)/python tools/lab_check.py --screenshot _build/lab/one-layer-dynamics.png
+
+# A regular (non-editable) install in a fresh virtual environment, used from outside the checkout:
+# `reasoning-lab list` finds every experiment and a tiny `run` works.
+wheel-check: install
+	$(BIN)/python tools/wheel_check.py
+
 # A single run takes its threads from its parameters (`-p threads=N`; 0 is PyTorch's default), not from
 # the one-thread setting above, which would win over them (see lab.start).
 run: REASONING_LAB_THREADS :=
@@ -111,5 +132,5 @@ test-slow: install
 	RUN_SLOW=1 $(BIN)/python -m pytest -m slow tests
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache build dist
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -26,17 +26,33 @@ def progress(iterable: Iterable, total: int | None = None, desc: str | None = No
         enabled = not quiet()
     if not enabled:
         return iterable
+    if os.environ.get("REASONING_LAB_PROGRESS") == "text":
+        # a text bar, also inside a kernel: `reasoning-lab run --verbose` streams it to the terminal
+        from tqdm.std import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, ncols=88,
+                    mininterval=0.5)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds. The file
+    gets the usual permissions of a new file (``0666`` less the umask), not ``mkstemp``'s private ``0600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    # mkstemp creates the file private (0600) and the rename keeps that mode: give the finished file the
+    # mode any new file gets here (0644 under the usual umask 022)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
