@@ -402,6 +402,22 @@ def test_probe_collection_labels_the_bridge(small):
     assert own["loss"] > 0 and 0 <= own["accuracy"] <= 1
 
 
+def test_probe_split_holds_out_whole_people(small):
+    """The relation rows of one person share the name features: no person is on both sides."""
+    from reasoning_lab.studies.capacity.probes import collect, test_rows
+
+    _, p, bank = small
+    model = Transformer(llama_config(16, 2, len(p.vocab)))
+    data = collect(model, bank, 10_000, seed=0)
+    assert torch.equal(data.person, data.pair // 4) and data.requested == 10_000
+    assert len(data.pair) < data.requested                 # capped at the distinct trained pairs
+    test = torch.zeros(len(data.pair), dtype=torch.bool)
+    test[test_rows(data)] = True
+    assert test.any() and (~test).any()
+    assert not set(data.person[test].tolist()) & set(data.person[~test].tolist())
+    assert (torch.bincount(data.person) > 1).any()        # people with several relation rows exist
+
+
 def test_capacity_parts_split_facts_and_selection():
     ent = E.dataset_entropy(_tiny_profiles(), "optimal")
     zero = {s: 0.0 for s in ent.subjects}
