@@ -255,3 +255,12 @@ def probe_figure(result: ProbeResult, own_loss: float):
                 title="Probe loss by layer")
     axes[1].legend(fontsize=8)
     return fig
+
+
+def glue_values(data: ProbeData, result: ProbeResult, final: dict) -> dict:
+    """The numbers the chapter's prose quotes."""
+    rel = POSITIONS.index("relation")
+    return {"subject_acc": float(result.accuracy[:, -1].max()),
+            "relation_acc": float(result.accuracy[:, rel].max()), "n_classes": data.n_classes,
+            "unigram_acc": result.unigram_accuracy,
+            "triples_acc": final.get("eval_triples_acc", float("nan"))}

@@ -172,7 +172,7 @@ def saved_dirs(root: str | Path, name: str = "capacity-cpu-full") -> list[Path]:
 
 def _range(values: list[float]) -> str:
     if len(values) == 1:
-        return f"{values[0]:.2f} (one seed)"
+        return f"{values[0]:.2f}"
     return f"{min(values):.2f}–{max(values):.2f}"
 
 
@@ -195,3 +195,40 @@ def saved_glue(full: list[dict]) -> dict:
             "small_facts_share": small["facts_bits"] / small["capacity_bits"],
             "large_enumerate": large["capacity_enumerate"] / large["params"],
             "large_independent": large["capacity_independent"] / large["params"]}
+
+
+RUN_KEYS = ("seed", "output_dir", "threads", "workers", "device")
+
+
+def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-default") -> dict:
+    """Bits per parameter of the largest model across seeds: this run's ``rows`` plus the saved runs
+    ``root/name-seed*`` made with the same parameters apart from the seed. Returns the seeds, the
+    values (all parameters, outside the embeddings) and their ranges as text."""
+    from .sweep import read_csv
+
+    params = p if isinstance(p, dict) else vars(p)
+    same = lambda q: all(q.get(k) == v for k, v in params.items() if k not in RUN_KEYS)
+    runs = {params["seed"]: rows[-1]}
+    for d in sorted(Path(root).glob(f"{name}-seed*")):
+        q = json.loads((d / "params.json").read_text())
+        if (d / "models.csv").exists() and same(q) and q["seed"] not in runs:
+            runs[q["seed"]] = read_csv(d / "models.csv")[-1]
+    bpp = [r["bits_per_param"] for r in runs.values()]
+    body = [r["capacity_bits"] / r["non_embedding_params"] for r in runs.values()]
+    return {"seeds": list(runs), "bpp": bpp, "bpp_body": body,
+            "default_seed_list": ", ".join(map(str, runs)),
+            "text": "largest default model, bits/param by seed: " + ", ".join(
+                f"seed {k} {v:.3f}" for k, v in zip(runs, bpp)),
+            "default_seeds": len(runs), "default_bpp_range": _range(bpp),
+            "default_bpp_body_range": _range(body)}
+
+
+def saved_text(dirs: list[Path], full: list[dict]) -> str:
+    """Where each saved run is, when it finished, how long it took, and its model table."""
+    out = []
+    for d, f in zip(dirs, full):
+        m = f["metrics"]
+        out.append(f"{d.name}: seed {f['params']['seed']}, finished {m['finished']}, "
+                   f"{m['wall_seconds'] / 60:.1f} min")
+        out.append(table(f["rows"], SAVED_KEYS, width=9, fmt=SAVED_FORMAT))
+    return "\n".join(out)
