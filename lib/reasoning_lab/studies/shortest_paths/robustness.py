@@ -21,7 +21,7 @@ from .handcrafted import STUDY_ORDER, HandcraftedBFS, exactness, perturb_and_ret
 
 SETTINGS = {
     "ours": {"constants": "scaled", "lr": 1e-3, "steps": 50, "batch_size": 64},
-    "original": {"constants": "appendix", "lr": 1e-6, "steps": 5000, "batch_size": 128},
+    "original": {"constants": "appendix", "lr": 1e-6, "steps": 5000, "batch_size": 32},
 }
 SQUASH_EPS = (1e-2, 1e-6, 1e-12)
 
