@@ -503,4 +503,4 @@ def test_seed_runs_take_only_saved_runs_with_the_same_parameters(tmp_path):
     live = [{**row, "capacity_bits": 10.0, "bits_per_param": 0.1}]
     out = report.seed_runs(tmp_path, live, p)
     assert out["seeds"] == [0, 1] and out["bpp"] == [0.1, 0.2]
-    assert out["default_bpp_range"] == "0.10–0.20" and out["bpp_body"] == [0.2, 0.4]
+    assert out["default_bpp_range"] == "0.100–0.200" and out["bpp_body"] == [0.2, 0.4]

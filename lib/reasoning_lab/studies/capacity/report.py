@@ -170,10 +170,10 @@ def saved_dirs(root: str | Path, name: str = "capacity-cpu-full") -> list[Path]:
     return sorted(dirs, key=lambda d: json.loads((d / "params.json").read_text())["seed"])
 
 
-def _range(values: list[float]) -> str:
+def _range(values: list[float], digits: int = 2) -> str:
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{min(values):.2f}–{max(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{min(values):.{digits}f}–{max(values):.{digits}f}"
 
 
 def saved_glue(full: list[dict]) -> dict:
@@ -219,8 +219,8 @@ def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-defau
             "default_seed_list": ", ".join(map(str, runs)),
             "text": "largest default model, bits/param by seed: " + ", ".join(
                 f"seed {k} {v:.3f}" for k, v in zip(runs, bpp)),
-            "default_seeds": len(runs), "default_bpp_range": _range(bpp),
-            "default_bpp_body_range": _range(body)}
+            "default_seeds": len(runs), "default_bpp_range": _range(bpp, 3),
+            "default_bpp_body_range": _range(body, 3)}
 
 
 def saved_text(dirs: list[Path], full: list[dict]) -> str:

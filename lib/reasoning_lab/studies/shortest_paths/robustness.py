@@ -64,15 +64,17 @@ def squash_sweep(eps_values=SQUASH_EPS, seeds=(0, 1), max_vertices: int = 8, gra
     return out
 
 
-def _job(what: str, seeds) -> list[dict]:
+def _job(what: str, seeds, setting: dict | None = None) -> list[dict]:
     torch.set_num_threads(1)
     if what == "squash":
         return squash_sweep(seeds=seeds)
-    return retrain(SETTINGS[what], seeds)
+    return retrain(setting or SETTINGS[what], seeds)
 
 
-def main(out_dir: str, seeds=(0, 1), squash_seeds=(0, 1), workers: int = 3) -> None:
-    """Run both settings and the sweep (the original setting one seed per process) and save them."""
+def main(out_dir: str, seeds=(0, 1), squash_seeds=(0, 1), workers: int = 3,
+         original_steps: int | None = None) -> None:
+    """Run both settings and the sweep (the original setting one seed per process) and save them;
+    ``original_steps`` shortens the original setting (recorded in ``params.json``)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
@@ -80,11 +82,13 @@ def main(out_dir: str, seeds=(0, 1), squash_seeds=(0, 1), workers: int = 3) -> N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    params = {"settings": SETTINGS, "seeds": list(seeds), "max_vertices": 8,
+    settings = {**SETTINGS, "original": {**SETTINGS["original"],
+                                         "steps": original_steps or SETTINGS["original"]["steps"]}}
+    params = {"settings": settings, "seeds": list(seeds), "max_vertices": 8,
               "squash_eps": list(SQUASH_EPS), "squash_seeds": list(squash_seeds)}
     write_json(out / "params.json", params)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        original = [pool.submit(_job, "original", [s]) for s in seeds]
+        original = [pool.submit(_job, "original", [s], settings["original"]) for s in seeds]
         ours = pool.submit(_job, "ours", list(seeds))
         squash = pool.submit(_job, "squash", list(squash_seeds))
         metrics = {"ours": ours.result(), "original": [r for f in original for r in f.result()],
@@ -95,7 +99,7 @@ def main(out_dir: str, seeds=(0, 1), squash_seeds=(0, 1), workers: int = 3) -> N
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], original_steps=int(sys.argv[2]) if len(sys.argv) > 2 else None)
 
 
 def run_ours(n: int, seeds: int, steps: int, batch_size: int, lr: float, seed: int = 0) -> list[dict]:
