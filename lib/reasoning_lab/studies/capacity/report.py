@@ -232,3 +232,14 @@ def saved_text(dirs: list[Path], full: list[dict]) -> str:
                    f"{m['wall_seconds'] / 60:.1f} min")
         out.append(table(f["rows"], SAVED_KEYS, width=9, fmt=SAVED_FORMAT))
     return "\n".join(out)
+
+
+def demo_lines(bank: QuestionBank, n: int = 4, seed: int = 0, width: int = 88) -> str:
+    """A few sampled questions (half of them 2-hop) with their answers, each within ``width``."""
+    import textwrap
+
+    import torch
+
+    demo = bank.sample(n, 0.5, torch.Generator().manual_seed(seed))
+    return "\n".join(textwrap.fill(bank.text(demo, i), width, subsequent_indent="    ")
+                     for i in range(len(demo)))

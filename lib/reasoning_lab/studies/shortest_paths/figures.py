@@ -226,8 +226,8 @@ def saved_run(folder) -> dict:
     folder = Path(folder)
     params = json.loads((folder / "params.json").read_text())
     m = json.loads((folder / "metrics.json").read_text())
-    command = (f"reasoning-lab run shortest-paths --preset cpu-full --out book/data/{folder.name}: "
-               f"n <= {params['max_vertices']} (fine-tuning n <= {params['max_tune_vertices']}), "
+    command = (f"reasoning-lab run shortest-paths --preset cpu-full --out book/data/{folder.name}"
+               f"\nn <= {params['max_vertices']} (fine-tuning n <= {params['max_tune_vertices']}), "
                f"{params['n_layers']} layers, {params['pretrain_steps']:,} steps x "
                f"{params['batch_size']}, {m.get('pretrain_seconds', float('nan')) / 60:.0f} min "
                f"of pre-training")
