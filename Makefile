@@ -13,13 +13,16 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 EXP ?=
 ARGS ?=
 
-.PHONY: install assets book test unit notebooks nbtest browser bench run clean help
+.PHONY: install assets book test unit notebooks nbtest browser bench run clean help gpu-check test-slow
 
 help:
 	@echo "make book   - install, execute every notebook at its default size, build _build/html"
 	@echo "make test   - install, unit tests, notebook tests (nbval), book build checks"
 	@echo "make run EXP=reversal-curse ARGS='-p seed=3 --out runs/x'   - one experiment via the CLI"
 	@echo "make bench  - benchmarks (print ratios against references measured in the same run)"
+	@echo "make gpu-check - CUDA paths and paper-preset timings on a GPU (CPU mode without one); JSON in"
+	@echo "             runs/gpu-check/ (GPU_CHECK_OUT=DIR). No make: PYTHONPATH=lib python3 bench/gpu_check.py --out DIR"
+	@echo "make test-slow - every paper preset's model at full size, one training step each on the CPU (minutes)"
 	@echo "make clean  - remove build outputs (keeps .venv and runs/)"
 
 install: $(STAMP)
@@ -71,12 +74,25 @@ test: install assets
 browser: install
 	$(BIN)/python tools/browser_check.py --html _build/html --screenshots _build/screenshots
 
+# A single run takes its threads from its parameters (`-p threads=N`; 0 is PyTorch's default), not from
+# the one-thread setting above, which would win over them (see lab.start).
+run: REASONING_LAB_THREADS :=
 run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
 
 bench: install
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/run_all.py
+
+# The GPU check needs only torch, NumPy and lib/ (no install step): it uses this virtual environment when
+# there is one and python3 otherwise, e.g. on a GPU machine with PyTorch preinstalled.
+GPU_CHECK_OUT ?= runs/gpu-check
+GPU_CHECK_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	PYTHONPATH=lib $(GPU_CHECK_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
+
+test-slow: install
+	RUN_SLOW=1 $(BIN)/python -m pytest -m slow tests
 
 clean:
 	rm -rf _build .pytest_cache

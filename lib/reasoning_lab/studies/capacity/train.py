@@ -269,14 +269,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     args = build_parser().parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # under torchrun (which sets TORCHELASTIC_RUN_ID) the model is wrapped in DDP even with one process
+    distributed = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
     device = resolve_device(args.device)
-    if world > 1:
+    if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-    rank = dist.get_rank() if world > 1 else 0
+    rank = dist.get_rank() if distributed else 0
     try:
         seed_everything(args.seed)
         if args.profiles_file:
@@ -309,13 +311,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             metrics["two_hop_capacity_bits"] = two_hop_capacity(res.subject_bits("train_twohop", bank.subjects),
                                                                 ent, "big-hash")
             metrics.update({k: v for k, v in res.final.items() if k.endswith("_loss")})
+        metrics["distributed"] = distributed
         if rank == 0:
             if out is not None:
                 write_json(out / "metrics.json", metrics)
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return metrics
     finally:
-        if world > 1:
+        if distributed:
             dist.destroy_process_group()
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...data import SeqData
-from ..reversal.task import entity_words, score_matrix, sequences
+from ...data import SeqData, entity_words, sequences
+from ..reversal.task import score_matrix
 
 DIRECT, INDIRECT = 0, 1
 N_RELATIONS = 2

@@ -19,7 +19,7 @@ from ...model import model_from_params
 from ...experiments.params import as_dict
 from ...devices import seed_everything
 from ...train import History, config_from_params, train
-from ...data import SeqData
+from ...data import SeqData, entity_words, sequences
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2
@@ -44,36 +44,6 @@ class ReversalData:
     def chance_prob(self) -> float:
         """Uniform guess over the entities that can fill the answer slot."""
         return 1.0 / self.n_pairs
-
-
-def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` distinct words of ``word_size`` tokens from ``alphabet``, drawn uniformly without replacement."""
-    size = len(alphabet)
-    total = size ** word_size
-    if total <= 10_000_000:  # enumerate the word space and shuffle it
-        codes = torch.randperm(total, generator=generator)[:n]
-    else:  # sample codes, keep the first occurrence of each, repeat until n are distinct
-        codes = torch.empty(0, dtype=torch.long)
-        while len(codes) < n:
-            merged = torch.cat([codes, torch.randint(total, (2 * n,), generator=generator)])
-            order = torch.argsort(merged, stable=True)
-            first = torch.ones(len(merged), dtype=torch.bool)
-            first[1:] = merged[order][1:] != merged[order][:-1]
-            keep = torch.zeros(len(merged), dtype=torch.bool)
-            keep[order[first]] = True
-            codes = merged[keep][:n]
-    digits = torch.stack([(codes // size ** i) % size for i in reversed(range(word_size))], dim=1)
-    return alphabet[digits]
-
-
-def sequences(left: torch.Tensor, relation: int, right: torch.Tensor) -> SeqData:
-    """Rows ``left relation right`` with the ``right`` entity as the answer."""
-    n, k = left.shape
-    rel = torch.full((n, 1), relation, dtype=torch.long)
-    tokens = torch.cat([left, rel, right], dim=1)
-    answer = torch.zeros_like(tokens, dtype=torch.bool)
-    answer[:, k + 1:] = True
-    return SeqData(tokens, answer)
 
 
 def make_reversal_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...experiments.params import Bool, Float, Int
-from ...experiments.registry import Experiment, heads_divide, register
+from ...experiments.registry import Claim, Experiment, heads_divide, register
 
 
 _POS_LR = Float(0.0, 10.0, open_lo=True)
@@ -11,10 +11,11 @@ register(Experiment(
     "bfs-handcrafted", "A transformer built by hand to run BFS",
     rules={"max_vertices": Int(2, 15), "test_graphs": Int(1, 1_000_000), "perturb_vertices": Int(2, 15),
            "perturb_seeds": Int(1, 100), "perturb_steps": Int(0, 1_000_000), "perturb_batch": Int(1, 1 << 20),
-           "perturb_lr": _POS_LR},
+           "perturb_lr": _POS_LR, "threads": Int(0, 1024)},
     presets={"paper": {"max_vertices": 15, "test_graphs": 4096, "perturb_vertices": 8, "perturb_seeds": 6,
-                       "perturb_steps": 5000, "perturb_batch": 512, "perturb_lr": 1e-6}},
+                       "perturb_steps": 5000, "perturb_batch": 512, "perturb_lr": 1e-6, "threads": 0}},
     metrics=("mse", "max_abs_error", "perturbed_loss", "recovered_loss"),
+    claims=(Claim("mse <= 1e-9"),),
 ))
 
 
@@ -52,4 +53,5 @@ register(Experiment(
     checks=(heads_divide, _path_sizes),
     metrics=("pretrain_loss", "finetune_loss", "test_loss_onpath_small_target", "test_loss_onpath",
              "test_loss_any_small_graphs", "test_loss_any_small_target", "test_loss_any_large", "label_variance"),
+    claims=(Claim("pretrain_loss * 10 <= label_variance"),),   # well under the label variance
 ))
