@@ -1,4 +1,5 @@
 # Reasoning Lab — `make book` builds the HTML book, `make test` runs every test. Both install first.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,13 +11,15 @@ export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 NOTEBOOKS := $(wildcard notebooks/*.md)
+# Notebooks (and unit-test workers) at once: one per core, each kernel on one thread.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 EXP ?=
 ARGS ?=
 
 .PHONY: install assets book test unit notebooks nbtest browser bench run clean help gpu-check test-slow
 
 help:
-	@echo "make book   - install, execute every notebook at its default size, build _build/html"
+	@echo "make book   - install, execute the notebooks at their default size (one per core), build _build/html"
 	@echo "make test   - install, unit tests, notebook tests (nbval), book build checks"
 	@echo "make run EXP=reversal-curse ARGS='-p seed=3 --out runs/x'   - one experiment via the CLI"
 	@echo "make bench  - benchmarks (print ratios against references measured in the same run)"
@@ -38,33 +41,46 @@ $(STAMP): pyproject.toml constraints.txt
 assets:
 	@$(PYTHON) tools/fetch_assets.py
 
+# The HTML from the execution cache: the notebooks have been executed (in parallel) before; a build that
+# had to execute one itself (one at a time) fails. The log is kept in _build/book-build.log.
+define build_from_cache
+	@mkdir -p _build
+	set -o pipefail; $(BIN)/jupyter-book build . --all -W --keep-going 2>&1 | tee _build/book-build.log
+	@! grep "Executing notebook" _build/book-build.log || \
+	    { echo "the book build executed notebooks that were not in the execution cache"; exit 1; }
+endef
+
+# Every notebook not yet in the execution cache runs, $(JOBS) at a time, longest first; a notebook that
+# fails is named with its cell, its traceback kept in _build/logs/. Then the HTML is built from the cache.
 book: install assets
-	$(BIN)/jupyter-book build . --all -W --keep-going
+	$(BIN)/python tools/execute_notebooks.py --jobs $(JOBS) $(NOTEBOOKS)
+	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"
 
 unit: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(JOBS) tests
 
 # Generated .ipynb copies of the MyST sources (git-ignored), for Jupyter users and nbval.
 notebooks: install
 	$(BIN)/jupytext --to ipynb --update-metadata '{"jupytext": {"formats": "ipynb,md:myst"}}' $(NOTEBOOKS) >/dev/null
 
-# Notebook tests: nbval executes every notebook once (a notebook that raises fails); the plugin hands
-# the executed notebooks to the book's execution cache, and the metrics of every default run are checked
-# against what the book claims (tests/expectations.py). The book build then reuses the cached outputs.
+# Notebook tests: nbval executes every notebook once (a notebook that raises fails), $(JOBS) notebooks at
+# a time (pytest-xdist, each notebook whole on one worker, longest first); the plugin hands the executed
+# notebooks to the book's execution cache, and the metrics of every default run are checked against what
+# the book claims (tests/expectations.py). The book build then reuses the cached outputs.
 NBVAL_DIR := _build/nbval
 nbtest: install
 	rm -rf $(NBVAL_DIR) _build/metrics && mkdir -p $(NBVAL_DIR) _build/metrics
 	for f in $(NOTEBOOKS); do $(BIN)/jupytext --quiet --to ipynb -o $(NBVAL_DIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
 	PYTHONPATH=tests REASONING_LAB_METRICS_DIR=$(abspath _build/metrics) $(BIN)/python -m pytest \
 	    -p nbval_cache --nbval-lax --nbval-cell-timeout=600 -o testpaths= -p no:cacheprovider \
-	    --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
+	    -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/expectations.py --metrics-dir _build/metrics
 
 test: install assets
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(JOBS) tests
 	$(MAKE) --no-print-directory nbtest
-	$(BIN)/jupyter-book build . --all -W --keep-going
+	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"
 	$(MAKE) --no-print-directory browser
 

@@ -27,6 +27,14 @@ KNOWN_EXCEPTIONS = {
 }
 
 
+# Import cycles that are known, as sorted module groups. Each says why it is still here.
+KNOWN_CYCLES = [
+    # runner.sweep() forwards to sweep.run_sweep with an import inside the function, while sweep
+    # imports runner for execute(); the forwarder can go once the command line calls sweep directly.
+    ["reasoning_lab.experiments.runner", "reasoning_lab.experiments.sweep"],
+]
+
+
 def module_name(path: Path) -> str:
     parts = [PACKAGE, *path.relative_to(ROOT).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -183,4 +191,7 @@ def test_known_exceptions_are_still_needed(edges):
 
 def test_no_import_cycles(edges):
     found = cycles(edges)
-    assert not found, "import cycles: " + "; ".join(" <-> ".join(g) for g in found)
+    new = [g for g in found if g not in KNOWN_CYCLES]
+    assert not new, "import cycles: " + "; ".join(" <-> ".join(g) for g in new)
+    stale = [g for g in KNOWN_CYCLES if g not in found]
+    assert not stale, f"remove from KNOWN_CYCLES (the cycle is gone): {stale}"

@@ -38,12 +38,24 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .sweep import Launcher, parse_time
+
     grid = {k: runner.split_values(v) for k, v in _pairs(args.grid, "--grid").items()}
     if not grid:
         raise ValueError("sweep needs at least one --grid KEY=V1,V2")
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    runner.sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, devices)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    launcher = Launcher(kind=args.launcher, devices=devices, jobs=_count(args.jobs, "--jobs"),
+                        partition=args.partition, time_min=parse_time(args.time) if args.time else None,
+                        gpus_per_job=_count(args.gpus_per_job, "--gpus-per-job"),
+                        sbatch_opts=_pairs(args.sbatch_opt, "--sbatch-opt"), dry_run=args.dry_run)
+    runner.sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher)
     return 0
+
+
+def _count(text: str, flag: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{flag} {text!r} is not allowed: expected a whole number")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--verbose", action="store_true", help="show progress bars")
         else:
             s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
-            s.add_argument("--devices", default=None, help="GPU ids to spread runs over, e.g. 0,1,2,3")
+            s.add_argument("--launcher", default="local", help="local (default: processes on this "
+                           "machine) or slurm (one batch job per point)")
+            s.add_argument("--devices", default=None, help="local: GPU ids, one job per GPU, e.g. 0,1,2,3")
+            s.add_argument("--jobs", default="1", help="local without --devices: points run at once on CPUs")
+            s.add_argument("--partition", default=None, help="slurm: partition")
+            s.add_argument("--time", default=None, help="slurm (required) and local: time limit per "
+                           "point, minutes or [D-]HH:MM:SS")
+            s.add_argument("--gpus-per-job", default="0", help="slurm: GPUs per point")
+            s.add_argument("--sbatch-opt", action="append", default=[], metavar="KEY=VALUE",
+                           help="slurm: extra sbatch option, e.g. account=abc (repeatable)")
+            s.add_argument("--dry-run", action="store_true", help="print what would run; start nothing")
     return p
 
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..io import write_csv
 from . import registry as experiments
 
 RUNS = Path("runs")
@@ -89,45 +86,9 @@ def point_label(point: dict[str, Any]) -> str:
 
 def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
           overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None,
-          devices: list[str] | None = None, log=print) -> list[dict[str, Any]]:
-    """Run every point of ``grid``; with ``devices`` the runs are spread over GPUs, one process per run."""
-    exp = experiments.get(name)
-    points = grid_points(grid)
-    for point in points:                                  # validate the whole grid first
-        exp.resolve(preset, {**(overrides or {}), **point})
-    out = Path(out) if out else RUNS / name / ("sweep-" + time.strftime("%Y%m%d-%H%M%S"))
-    rows: list[dict[str, Any]] = []
+          launcher=None, log=print) -> list[dict[str, Any]]:
+    """Run every point of ``grid`` as one job (``experiments.sweep.Launcher``: local processes, one per GPU
+    or CPU slot, or Slurm jobs); see :mod:`reasoning_lab.experiments.sweep`."""
+    from .sweep import run_sweep
 
-    def finish(point, metrics):
-        rows.append({**point, **metrics})
-        log(f"  {point_label(point)}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in metrics.items()))
-        write_csv(out / "sweep.csv", rows)
-
-    if not devices:
-        for point in points:
-            finish(point, execute(name, preset, {**(overrides or {}), **point}, out / point_label(point)))
-        return rows
-
-    pending = list(points)
-    running: dict[str, tuple[subprocess.Popen, dict]] = {}
-    while pending or running:
-        for dev in devices:
-            if dev not in running and pending:
-                point = pending.pop(0)
-                cmd = [sys.executable, "-m", "reasoning_lab.experiments.cli", "run", name, "--preset", preset,
-                       "--out", str(out / point_label(point)), "-p", "device=cuda"]
-                for k, v in {**(overrides or {}), **point}.items():
-                    cmd += ["-p", f"{k}={v}"]
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": dev, "REASONING_LAB_QUIET": "1"}
-                running[dev] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL), point)
-        time.sleep(0.5)
-        for dev, (proc, point) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[dev]
-            if proc.returncode:
-                raise RunFailed(f"sweep point {point_label(point)} failed on device {dev} "
-                                f"(exit {proc.returncode}); see {out / point_label(point)}")
-            finish(point, json.loads((out / point_label(point) / "metrics.json").read_text()))
-    return rows
+    return run_sweep(name, grid, preset, overrides, out, launcher, log)
