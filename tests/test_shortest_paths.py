@@ -191,16 +191,17 @@ def test_chapter_figures_have_labelled_axes():
     import matplotlib
     matplotlib.use("Agg")
     from reasoning_lab.studies.shortest_paths import figures as spf
-    from reasoning_lab.studies.shortest_paths.model import TrainLog
+    from reasoning_lab.train import History
 
     g = torch.Generator().manual_seed(1)
     data = {s: make_batch(s, 256, g, max_vertices=8, max_tune_vertices=5) for s in SPLIT_NAMES}
     res = {"labels": data["pretrain"][2], "outputs": data["pretrain"][2].float() + 0.1}
     fig = spf.hist_figure(res, "t")
     assert fig.axes[0].get_xlabel() == "true label" and fig.axes[0].get_ylabel() == "model output"
-    log = TrainLog()
+    log = History()
     for i in range(20):
-        log.add(i, 1.0 / (i + 1), {k: 1.0 for k in ("1", "2", "3", "4+", "unreachable")})
+        log.add(step=i, loss=1.0 / (i + 1),
+                **{f"by_label/{k}": 1.0 for k in ("1", "2", "3", "4+", "unreachable")})
     ax = spf.loss_by_label_figure(log, 20.0, 20).axes[0]
     assert ax.get_yscale() == "log" and "MSE" in ax.get_ylabel()
     assert any(line.get_linestyle() == "--" for line in ax.get_lines())      # label variance

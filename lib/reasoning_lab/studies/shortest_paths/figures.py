@@ -130,7 +130,7 @@ def test_hist_figure(results: dict, splits):
 
 
 def finetune_figure(logs: dict, steps: int):
-    """Fine-tuning loss curves, one per procedure (``{label: TrainLog}``)."""
+    """Fine-tuning loss curves, one per procedure (``{label: History}``)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
