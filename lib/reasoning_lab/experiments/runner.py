@@ -16,6 +16,11 @@ from . import registry as experiments
 RUNS = Path("runs")
 
 
+# How long the client waits for a cell's last output after the kernel says the cell is done. nbclient's
+# default (4 s) ends long runs on a busy machine at a cell that renders a large figure or player.
+IOPUB_TIMEOUT_S = 120
+
+
 class RunFailed(RuntimeError):
     pass
 
@@ -53,7 +58,8 @@ def execute(name: str, preset: str = "default", overrides: dict[str, Any] | None
         with _environ(env), _cell_log(len(nb.cells) + 1) if stream else contextlib.nullcontext():
             pm.execute_notebook(nb, str(executed), parameters=_jsonable(params), kernel_name="python3",
                                 cwd=str(exp.notebook.parent), progress_bar=False, log_output=stream,
-                                report_mode=False, kernel_manager_class=ipc_kernel_manager(), **stream_kw)
+                                report_mode=False, kernel_manager_class=ipc_kernel_manager(),
+                                iopub_timeout=IOPUB_TIMEOUT_S, **stream_kw)
     except pm.PapermillExecutionError as err:
         raise RunFailed(f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
                         f"(executed notebook: {executed})") from None

@@ -28,6 +28,14 @@ def _log_axes(ax, xlabel: str, ylabel: str, title: str = "", ylog: bool = True, 
         ax.legend(fontsize=legend)
 
 
+def _dimension_axes(ax, ylabel: str, title: str) -> None:
+    """Log-log axes over the embedding dimension (base 2)."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="embedding dimension d", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+
+
 def dimension_colours(dims):
     import matplotlib.pyplot as plt
 
@@ -135,11 +143,7 @@ def epsilon_figure(summary: dict[str, np.ndarray]):
     ax.plot(dims, summary["p90"], "^-", color="C1", label="90th percentile over seeds")
     ax.plot(dims, summary["predicted_mean"], "s--", color="C3", label="leakage prediction (theory), mean")
     ax.plot(dims, summary["mean"][0] * dims[0] / dims.astype(float), ":", color="grey", label="∝ 1/d (guide)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set(xlabel="embedding dimension d", ylabel="ε⁺ = max(0, sup_t ε(t))",
-           title="The exponent Theorem 1 constrains shrinks as d grows")
-    ax.legend(fontsize=8)
+    _dimension_axes(ax, "ε⁺ = max(0, sup_t ε(t))", "The exponent Theorem 1 constrains shrinks as d grows")
     return fig
 
 
@@ -153,11 +157,8 @@ def rates_figure(rate_dims, rms: dict, theory: dict):
         ax.plot(rate_dims, rms[k], "o" if k != "reverse" else "x", color=c, label=label + " — measured")
         if k in theory:
             ax.plot(rate_dims, theory[k], "--", color=c, lw=1.2)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set(xlabel="embedding dimension d", ylabel="|d/dt logit| at Θ = 0 (RMS over embeddings)",
-           title="Initial rates: markers measured, dashed lines derived")
-    ax.legend(fontsize=8)
+    _dimension_axes(ax, "|d/dt logit| at Θ = 0 (RMS over embeddings)",
+                    "Initial rates: markers measured, dashed lines derived")
     return fig
 
 
