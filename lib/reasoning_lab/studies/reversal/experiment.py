@@ -58,10 +58,11 @@ register(Experiment(
     "reversal-fixes", "What breaks the reversal curse",
     rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
            "strong_weight_decay": WD, "masked_epochs": POS_INT, "masked_lr": LR, "threads": Int(0, 1024),
-           "methods": Seq(Choice("baseline", "reversed_copies", "identity_bridge", "identity_neutral", "masked",
+           "methods": Seq(Choice("baseline", "reversed_copies", "reversed_relations",
+                                 "two_relations", "identity_bridge", "identity_neutral", "masked",
                                  "weight_decay", "tied"))},
     presets={"paper": {**REVERSAL_CURSE_PAPER, "seeds": 3, "masked_epochs": 3000, "masked_lr": 0.001}},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1), _fix_methods),
-    metrics=("valid_prob_baseline", "valid_prob_reversed_copies", "valid_prob_identity_bridge",
+    metrics=("valid_prob_baseline", "valid_prob_reversed_relations", "valid_prob_identity_bridge",
              "valid_prob_masked", "valid_prob_weight_decay", "valid_prob_tied", "chance_prob"),
 ))

@@ -1,0 +1,93 @@
+"""The set-up sequence the reversal and chain chapters share: one data set per seed, all seeds trained
+side by side (:func:`.task.fit_seeds`), optional frames of the first seed for a training player, and
+the training schedule of the reversal-curse defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ...experiments.params import as_dict
+from .task import Fit, fit_seeds
+
+# Epochs that the reversal-curse defaults (2 layers, width 128, lr 0.01, batch 64) need to fit every
+# training sentence: longer entities need more, and rotary or no positions, which must tell the
+# entity's tokens apart by their order through attention alone, need more again. The values are the
+# smallest round numbers with which every cell of tests/test_reversal_grid.py reaches training
+# probability 0.99 (one seed); ``epochs`` of the notebook overrides them when it is not 0.
+CURSE_EPOCHS = {1: {"none": 100, "absolute": 100, "rotary": 100},
+                2: {"none": 150, "absolute": 100, "rotary": 150},
+                3: {"none": 150, "absolute": 100, "rotary": 150}}
+
+
+def curse_epochs(word_size: int, pos_encoding: str, epochs: int = 0) -> int:
+    """The number of epochs of a reversal-curse run: ``epochs`` when it is positive, else the schedule
+    :data:`CURSE_EPOCHS` chosen from the entity length and the positional encoding."""
+    if epochs:
+        return int(epochs)
+    if word_size not in CURSE_EPOCHS:
+        raise ValueError(f"parameter word_size={word_size} is not allowed: expected 1, 2 or 3 "
+                         "(or a positive epochs)")
+    row = CURSE_EPOCHS[word_size]
+    if pos_encoding not in row:
+        raise ValueError(f"parameter pos_encoding={pos_encoding!r} is not allowed: expected one of "
+                         f"{', '.join(row)}")
+    return row[pos_encoding]
+
+
+FINAL_KEYS = ("train_prob", "valid_prob", "train_nll", "valid_nll", "valid_acc")
+
+
+@dataclass
+class SeedRuns:
+    """The data sets, fits and recorded frames of one chapter's seeds (first seed first)."""
+    sets: list
+    fits: list[Fit]
+    frames: list[tuple[int, Any]] = field(default_factory=list)
+
+    @property
+    def data(self):
+        return self.sets[0]
+
+    @property
+    def model(self):
+        return self.fits[0].model
+
+    @property
+    def models(self) -> list:
+        return [f.model for f in self.fits]
+
+    @property
+    def histories(self) -> list:
+        return [f.history for f in self.fits]
+
+    def mean_last(self, *keys: str) -> dict[str, float]:
+        """``{key: mean over seeds of the key's last recorded value}`` (default keys: the final
+        probabilities, losses and held-out accuracy, :data:`FINAL_KEYS`)."""
+        keys = keys or FINAL_KEYS
+        return {k: float(np.mean([h.last(k) for h in self.histories])) for k in keys}
+
+
+def seed_runs(p, make_data: Callable[[int], Any], device, checkpoint=None,
+              extra_splits: Callable[[Any], dict] | None = None,
+              record: Callable[[Any, Any], Any] | None = None, n_frames: int = 15,
+              **overrides) -> SeedRuns:
+    """Train the seeds ``p.seed .. p.seed + p.seeds - 1``: seed ``s`` on ``make_data(s)`` (an object
+    with ``train``, ``valid`` and ``vocab_size``), evaluated on its ``train`` and ``valid`` sentences
+    and on ``extra_splits(data)``. ``record(model, data)``, if given, is stored with the epoch about
+    ``n_frames`` times during training, for the first seed (``SeedRuns.frames``). ``overrides`` replace
+    parameters (e.g. ``epochs``)."""
+    params = as_dict(p, **overrides)
+    if params["seeds"] < 1:
+        raise ValueError(f"parameter seeds={params['seeds']} is not allowed: expected at least 1")
+    seeds = list(range(params["seed"], params["seed"] + params["seeds"]))
+    sets = [make_data(s) for s in seeds]
+    splits = [{"train": d.train, "valid": d.valid, **(extra_splits(d) if extra_splits else {})}
+              for d in sets]
+    frames: list = []
+    snapshot = None if record is None else (lambda m, e: frames.append((e, record(m, sets[0]))))
+    fits = fit_seeds(params, [d.train for d in sets], splits, sets[0].vocab_size, seeds,
+                     device=device, checkpoint=checkpoint, desc=f"seeds {seeds[0]}-{seeds[-1]}",
+                     snapshot=snapshot, snapshot_every=max(1, params["epochs"] // n_frames))
+    return SeedRuns(sets, fits, frames)
