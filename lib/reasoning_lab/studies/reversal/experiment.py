@@ -23,7 +23,7 @@ REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024, "threads": 0}
 register(Experiment(
     "reversal-curse", "The reversal curse",
     rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
-           "threads": Int(0, 1024)},
+           "threads": Int(0, 1024), "epochs": Int(0)},     # 0: chosen by runs.curse_epochs
     presets={"paper": REVERSAL_CURSE_PAPER},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
