@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from ... import plots
+from ...experiments.registry import ROOT
 from ..reversal.task import diagonal_accuracy
 from . import task as chain
 
-SWEEP_FILE = Path(__file__).resolve().parents[4] / "book" / "data" / "chain-sweep.csv"
+SWEEP_FILE = ROOT / "book" / "data" / "chain-sweep.csv"
 
 # The columns of the chain-of-thought table: metric key -> label.
 SEED_COLUMNS = {"direct": "direct p(C | A ↝)", "two_step": "two-step p(B | A →)·p(C | B̂ →)",
