@@ -12,3 +12,8 @@ torch.set_num_threads(int(os.environ.get("REASONING_LAB_THREADS", "1")))
 def pytest_addoption(parser):
     parser.addoption("--metrics-dir", default=None,
                      help="folder of <experiment>.json metrics from the notebook tests (tests/expectations.py)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "grid: trains a chapter's defaults at every setting of a grid "
+                                       "(minutes on two cores)")

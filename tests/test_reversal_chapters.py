@@ -72,15 +72,15 @@ def test_reversed_under_new_tokens_refuses_unlisted_relations():
         fx.reversed_under_new_tokens(d.train, 1, torch.tensor([rv.FORWARD]), d.vocab_size)
 
 
-def test_curse_epochs_schedule():
-    assert runs.curse_epochs(1, "absolute") == runs.CURSE_EPOCHS[1]["absolute"]
-    assert runs.curse_epochs(2, "rotary", 7) == 7
-    for ws in (1, 2, 3):
-        assert runs.curse_epochs(ws, "absolute") <= min(runs.curse_epochs(ws, p) for p in ("none", "rotary"))
+def test_curse_schedule():
+    assert runs.curse_schedule(1, "absolute") == runs.CURSE_SCHEDULE[1]["absolute"]
+    assert runs.curse_schedule(2, "rotary", 7, 0.5) == (7, 0.5)
+    assert runs.curse_schedule(3, "none", 9) == (9, runs.CURSE_SCHEDULE[3]["none"][1])
+    assert runs.curse_schedule(1, "none") == (100, 0.01)       # the original's learning rate
     with pytest.raises(ValueError, match="word_size=4"):
-        runs.curse_epochs(4, "absolute")
+        runs.curse_schedule(4, "absolute")
     with pytest.raises(ValueError, match="pos_encoding='alibi'"):
-        runs.curse_epochs(1, "alibi")
+        runs.curse_schedule(1, "alibi")
 
 
 def test_seed_runs_trains_every_seed_and_records_frames():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ...experiments.params import Choice, Int, Seq
+from ...experiments.params import Choice, Float, Int, Seq
 from ...experiments.registry import (LR, POS_INT, REVERSAL_PAPER, TRANSFORMER_RULES, WD, Experiment,
                                      heads_divide, register)
 
@@ -23,7 +23,8 @@ REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024, "threads": 0}
 register(Experiment(
     "reversal-curse", "The reversal curse",
     rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
-           "threads": Int(0, 1024), "epochs": Int(0)},     # 0: chosen by runs.curse_epochs
+           "threads": Int(0, 1024),
+           "epochs": Int(0), "lr": Float(0.0, 10.0)},     # 0: chosen by runs.curse_schedule
     presets={"paper": REVERSAL_CURSE_PAPER},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
