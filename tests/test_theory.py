@@ -156,3 +156,59 @@ def test_reduced_ode_matches_simulation(lr_z):
     assert torch.equal(ode["steps"], dyn.steps)
     assert torch.allclose(ode["forward_weight"][1:], dyn.series["forward_weight"][1:], rtol=0.03)
     assert torch.allclose(ode["attention_entity"], dyn.series["attention_entity"], atol=0.02)
+
+
+def test_epsilon_plus_is_the_smallest_exponent_the_theorem_needs():
+    """ε⁺ = max(0, sup_t ε(t)): the bound (L/L0)^ε⁺ holds at every recorded time, a slightly smaller
+    exponent fails somewhere when ε⁺ > 0, and runs whose reverse loss only rose get ε⁺ = 0."""
+    from reasoning_lab.studies.theory import figures as tf
+
+    dims, seeds = [16, 256], [0, 1, 2, 3]
+    traj = bl.simulate(dims, 6, 16, 10.0, 300, seeds=seeds, record=40)
+    leak = bl.leakage_prediction(traj.t, dims, seeds, 6, 16)
+    s = tf.epsilon_summary(traj, leak)
+    rL, rR = traj.train_loss_ratio()[1:], traj.reverse_loss_ratio()[1:]
+    for j in range(len(dims)):
+        for k in range(len(seeds)):
+            e = float(s["eps_plus"][j, k])
+            assert e >= 0
+            assert bool((rR[:, j, k] >= rL[:, j, k] ** e * (1 - 1e-12)).all())
+            if e > 0:
+                assert not bool((rR[:, j, k] >= rL[:, j, k] ** (0.99 * e)).all())
+            else:
+                assert float(traj.epsilon_sup()[j, k]) <= 0
+    assert s["mean"].shape == (2,) and (s["p90"] >= s["eps_plus"].min(1)).all()
+    assert 0 <= s["rose"].min() and s["rose"].max() <= 1
+
+
+def test_theory_figures_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from reasoning_lab.studies.theory import figures as tf
+    from reasoning_lab.studies.theory import one_layer as ol
+
+    dims, seeds = [16, 64], [0, 1]
+    traj = bl.simulate(dims, 6, 16, 10.0, 100, seeds=seeds, record=20)
+    limit = bl.orthogonal_limit(traj.t, 16, 11)
+    leak = bl.leakage_prediction(traj.t, dims, seeds, 6, 16)
+    sym = bl.simulate([64], 6, 16, 10.0, 100, seeds=seeds, symmetric=True, record=20)
+    figs = [tf.loss_figure(traj, limit, leak, 16), tf.forward_logit_figure(traj, limit, 16, 11),
+            tf.ratio_figure(traj), tf.epsilon_figure(tf.epsilon_summary(traj, leak)),
+            tf.rates_along_figure(traj, 10.0), tf.symmetric_figure(traj, sym, 16)]
+    assert "<input" in tf.loss_player(traj, limit, leak, 16).data
+    task, chain = ol.reversal_task(6, 2, 24), ol.chain_task(6, 2, 24)
+    keep = [0, 5, 50]
+    dyn = ol.simulate(task, 5.0, 5.0, 50, record=10, keep=keep)
+    frozen = ol.simulate(task, 5.0, 0.0, 50, record=10)
+    ode = ol.forward_ode(6, len(task.targets), 24, 5.0, 5.0, 50, record=10)
+    ode0 = ol.forward_ode(6, len(task.targets), 24, 5.0, 0.0, 50, record=10)
+    figs += [tf.weights_figure(dyn, frozen, ode, ode0, 6, 24, len(task.targets), 5.0, 5.0),
+             tf.probabilities_figure(dyn, frozen, ode, 24),
+             tf.chain_figure(ol.simulate(chain, 5.0, 5.0, 50, record=10), 24)]
+    assert "<input" in tf.weight_player(dyn, task, keep, 2).data
+    for i, fig in enumerate(figs):
+        for ax in fig.axes:
+            if ax.get_label() != "<colorbar>" and ax.lines:
+                assert ax.get_xlabel() and ax.get_ylabel()
+        fig.savefig(tmp_path / f"{i}.png")

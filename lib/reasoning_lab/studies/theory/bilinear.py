@@ -225,7 +225,7 @@ def simulate(dims: Iterable[int], n_pairs: int, vocab: int, lr: float, steps: in
                 dV[:, inputs] = S
                 V += (lr / (2 * nd)) * (dV + dV.transpose(1, 2))
             else:
-                V[:, inputs] += (lr / nd) * S
+                V.index_add_(1, inputs, S, alpha=lr / nd)      # each input occurs once in D
     shape = (len(dims), len(seeds))
     stack = lambda key: torch.stack(out[key]).reshape(len(at), *shape).cpu()
     return Trajectory(torch.tensor(at, dtype=DTYPE) * lr, dims, seeds, stack("L"), stack("Lr"), stack("f"),
