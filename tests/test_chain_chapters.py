@@ -98,7 +98,8 @@ def test_seed_table_uses_two_step_metrics():
     assert len(fig.axes) == 12
     p_b, p_c = fg.position0_probs(m0, d0)
     assert 0 < p_b < 1 and 0 < p_c < 1
-    assert len(fg.describe_chain(d0).splitlines()) == 4
+    lines = fg.describe_chain(chain.make_chain_data(800, 3, seed=0)).splitlines()
+    assert len(lines) == 7 and max(map(len, lines)) <= 88
     frames = [(e, chain.logit_maps(m0, d0, d0.valid_triples, "query")) for e in (1, 3)]
     assert "img" in fg.chain_player(frames, fit.histories[0], d0.n_triples, 3).data
     fig = fg.sweep_figure(fg.load_sweep())
@@ -116,4 +117,5 @@ def test_related_token_figures_and_unused_split():
     assert fig.axes[1].get_title() == "whole entity (z i)"
     fig = fg.unused_index_figure(fit.histories, d.chance_prob)
     assert len(fig.axes[0].get_lines()) >= 3
-    assert "'x i ↝ z i'" in fg.describe_related(d)
+    text = fg.describe_related(chain.make_related_chain_data(80000, 60000, 200, 50, seed=0))
+    assert "'x i ↝ z i'" in text and max(map(len, text.splitlines())) <= 88

@@ -23,14 +23,14 @@ MAP_TITLES = {"B|A": "step 1: B_j after A_i →", "C|B": "step 2: C_j after B_i 
 
 
 def describe_chain(data: chain.ChainData) -> str:
-    """Sizes, one triple and chance of an unrelated-entity chain data set, in four lines."""
+    """Sizes, one triple (a sentence a line) and chance of an unrelated-entity chain data set."""
     one = data.train_triples[:1]
     example = [data.sentences(k, one).tokens[0].tolist() for k in ("ab", "bc", "ac")]
     return "\n".join([
         f"{data.n_triples} triples of {data.word_size}-token entities: {len(data.train_triples)} "
         f"trained with all three sentences, {len(data.valid_triples)} held out",
         f"{len(data.train)} training sentences, {len(data.valid)} held-out sentences 'A ↝ C'",
-        f"one triple: {example}  (0 = →, 1 = ↝)",
+        "one triple (0 = →, 1 = ↝):", *(f"  {e}" for e in example),
         f"chance: 1/{data.n_triples} = {data.chance_prob:.4f} (uniform over the C entities)"])
 
 
@@ -204,10 +204,10 @@ def sweep_figure(rows: list[dict[str, float]]):
 def describe_related(data: chain.RelatedChainData) -> str:
     example = [data.sentences(k, data.index[:1]).tokens[0].tolist() for k in ("ab", "bc", "ac")]
     return "\n".join([
-        f"class tokens x={data.x}, y={data.y}, z={data.z}; {data.n_triples} index tokens in use, "
+        f"class tokens x={data.x}, y={data.y}, z={data.z}; {data.n_triples} index tokens in use,",
         f"{len(data.unused)} pool tokens that occur in no sentence",
         f"{len(data.train)} training sentences, {len(data.valid)} held-out sentences 'x i ↝ z i'",
-        f"one triple: {example}  (0 = →, 1 = ↝)",
+        "one triple (0 = →, 1 = ↝):", *(f"  {e}" for e in example),
         f"chance: 1/{data.n_triples} = {data.chance_prob:.4f} (uniform over the entities 'z i')"])
 
 
