@@ -37,6 +37,9 @@ def curse_schedule(word_size: int, pos_encoding: str, epochs: int = 0,
     return (int(epochs) if epochs else auto_epochs), (float(lr) if lr else auto_lr)
 
 
+FINAL_KEYS = ("train_prob", "valid_prob", "train_nll", "valid_nll", "valid_acc")
+
+
 @dataclass
 class SeedRuns:
     """The data sets, fits and recorded frames of one chapter's seeds (first seed first)."""
