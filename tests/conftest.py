@@ -17,3 +17,14 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "grid: trains a chapter's defaults at every setting of a grid "
                                        "(minutes on two cores)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (full-size models on the CPU) run only with RUN_SLOW=1 (``make test-slow``)
+    or when asked for with ``-m``; otherwise they are deselected."""
+    if os.environ.get("RUN_SLOW", "") not in ("", "0") or config.getoption("markexpr", ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

@@ -23,3 +23,14 @@ def test_reversal_paper_bench_projects_the_full_run(capsys):
     assert result["ratio"] > 0 and result["pass"] is False      # a shrunk run never counts as meeting the target
     projected = float(out.split("projected 3000 epochs: ")[1].split(" s")[0])
     assert abs(result["ratio"] - 600 / projected) < 0.02 * result["ratio"]
+
+
+def test_book_build_row_needs_the_speedup_and_the_memory_limit():
+    """run_all checks the book build from the numbers it reports: parallel >= 1.6x faster than serial,
+    peak memory < 4 GiB; a RESULT line without them never passes."""
+    run_all = _load("run_all")
+    ok = {"serial_s": 300.0, "parallel_s": 170.0, "peak_gib": 1.7}
+    assert run_all.book_build_passes(ok)
+    assert not run_all.book_build_passes(dict(ok, parallel_s=200.0))      # 1.5x
+    assert not run_all.book_build_passes(dict(ok, peak_gib=4.0))
+    assert not run_all.book_build_passes({"ratio": 2.0, "pass": True})

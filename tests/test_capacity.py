@@ -13,7 +13,8 @@ from reasoning_lab.studies.capacity.profiles import Profiles, generate_profiles,
 from reasoning_lab.studies.capacity.questions import HELDOUT_SETS, QuestionBank
 from reasoning_lab.studies.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
 from reasoning_lab.studies.capacity import sweep
-from reasoning_lab.studies.capacity.train import AnswerLoss, CapacityConfig, main, question_losses, train_capacity
+from reasoning_lab.studies.capacity.train import (AnswerLoss, CapacityConfig, main, question_losses, subject_bits,
+                                                  train_capacity)
 from reasoning_lab.model import Transformer, count_params
 
 
@@ -286,7 +287,7 @@ def test_models_trained_in_worker_processes_match_serial_training(small):
     parallel = sweep.train_models(bank, budgets, 1, cfg, seed=0, workers=2)
     for (m1, r1), (m2, r2) in zip(serial, parallel):
         assert m1.num_params() == m2.num_params()
-        assert r2.history["train_onehop_loss"] == pytest.approx(r1.history["train_onehop_loss"], rel=1e-5)
+        assert r2["train_onehop_loss"] == pytest.approx(r1["train_onehop_loss"], rel=1e-5)
         for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-6)
 
@@ -294,11 +295,11 @@ def test_models_trained_in_worker_processes_match_serial_training(small):
 def test_training_learns_and_reports_exposures(small):
     _, p, bank = small
     model, res = _tiny_run(bank, 80, two_hop=True)
-    loss = res.history["train_onehop_loss"]
+    loss = res["train_onehop_loss"]
     assert loss[-1] < 0.7 * loss[0]
-    assert res.history["exposures"][-1] == pytest.approx(80 * (128 - round(128 / 1.1)) / (60 * 8))
+    assert res["exposures"][-1] == pytest.approx(80 * (128 - round(128 / 1.1)) / (60 * 8))
     ent = E.dataset_entropy(p)
-    cap = E.capacity(res.subject_bits("train_onehop", bank.subjects), ent)
+    cap = E.capacity(subject_bits(res, "train_onehop", bank.subjects), ent)
     assert 0 < cap <= ent.one_hop
     assert "eval_triples_loss" in res.final and "train_twohop_bits_parent" in res.final
 
@@ -402,6 +403,22 @@ def test_probe_collection_labels_the_bridge(small):
     assert own["loss"] > 0 and 0 <= own["accuracy"] <= 1
 
 
+def test_probe_split_holds_out_whole_people(small):
+    """The relation rows of one person share the name features: no person is on both sides."""
+    from reasoning_lab.studies.capacity.probes import collect, test_rows
+
+    _, p, bank = small
+    model = Transformer(llama_config(16, 2, len(p.vocab)))
+    data = collect(model, bank, 10_000, seed=0)
+    assert torch.equal(data.person, data.pair // 4) and data.requested == 10_000
+    assert len(data.pair) < data.requested                 # capped at the distinct trained pairs
+    test = torch.zeros(len(data.pair), dtype=torch.bool)
+    test[test_rows(data)] = True
+    assert test.any() and (~test).any()
+    assert not set(data.person[test].tolist()) & set(data.person[~test].tolist())
+    assert (torch.bincount(data.person) > 1).any()        # people with several relation rows exist
+
+
 def test_capacity_parts_split_facts_and_selection():
     ent = E.dataset_entropy(_tiny_profiles(), "optimal")
     zero = {s: 0.0 for s in ent.subjects}
@@ -422,3 +439,69 @@ def test_experiment_parameters_are_validated():
             exp.resolve("default", bad)
     with pytest.raises(ValueError, match="embed_dim=50"):
         experiments.get("capacity-probes").resolve("default", {"embed_dim": 50})
+
+
+# --- chapter set-up, tables and the saved full run -------------------------------------------------
+def test_build_gives_the_chapter_setup_and_sizes_report_embedding_shares():
+    from reasoning_lab import experiments
+    from reasoning_lab.studies.capacity import report
+
+    p = experiments.get("capacity").resolve("default")
+    st = report.build(p)
+    assert len(st.profiles) == p["n_profiles"] and st.bank.profiles is st.profiles
+    assert set(st.ents) == {"optimal", "enumerate", "independent"}
+    rows = report.size_rows(p["budgets"], p["n_layers"], len(st.vocab))
+    for r in rows:
+        n = count_params(config_for_budget(r["budget"], p["n_layers"], len(st.vocab)))
+        assert r["params"] == n["total"] <= r["budget"]
+        assert r["embedding_share"] == pytest.approx(n["embedding"] / n["total"])
+    assert rows[0]["embedding_share"] > rows[-1]["embedding_share"] > 0.3   # embeddings are large
+    # at the default size the smallest model could hold the dataset at 2 bits per parameter
+    assert st.ent().one_hop < 2 * rows[0]["params"]
+    text = report.table(rows, report.SIZE_KEYS, fmt=report.SIZE_FORMAT)
+    assert all(len(line) <= 88 for line in text.splitlines())
+
+
+def test_saved_full_run_numbers_are_read_from_its_files():
+    """The numbers the chapter glues about the saved cpu-full run are its metrics and rows."""
+    import json
+
+    from reasoning_lab import experiments
+    from reasoning_lab.studies.capacity import report
+
+    folder = experiments.ROOT / "book" / "data" / "capacity-cpu-full"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    params = json.loads((folder / "params.json").read_text())
+    for k, v in experiments.get("capacity").resolve("cpu-full").items():
+        if k not in report.RUN_KEYS:
+            assert params[k] == v, k
+    run = report.saved_run(folder)
+    g = report.saved_glue([run])
+    assert g["large_bpp_seed0"] == pytest.approx(metrics["bits_per_param"])
+    assert g["full_large"] == metrics["params"] and g["full_entropy"] == pytest.approx(
+        metrics["dataset_entropy_bits"])
+    large = run["rows"][-1]
+    assert g["large_bpp_body_seed0"] == pytest.approx(
+        metrics["capacity_bits"] / large["non_embedding_params"])
+    assert 0 < g["large_facts_share"] < 1 and 0.4 < g["large_emb"] < 0.6
+    assert g["full_entropy"] > 2 * g["full_large"]         # capacity-limited: more than 2 bits/param
+
+
+def test_seed_runs_take_only_saved_runs_with_the_same_parameters(tmp_path):
+    import json
+
+    from reasoning_lab import experiments
+    from reasoning_lab.studies.capacity import report
+    from reasoning_lab.io import write_csv
+
+    p = dict(experiments.get("capacity").resolve("default"))
+    row = {"params": 100, "non_embedding_params": 50, "capacity_bits": 20.0, "bits_per_param": 0.2}
+    for seed, lr in ((1, p["lr"]), (2, p["lr"] * 2)):
+        d = tmp_path / f"capacity-default-seed{seed}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps({**p, "seed": seed, "lr": lr}))
+        write_csv(d / "models.csv", [row])
+    live = [{**row, "capacity_bits": 10.0, "bits_per_param": 0.1}]
+    out = report.seed_runs(tmp_path, live, p)
+    assert out["seeds"] == [0, 1] and out["bpp"] == [0.1, 0.2]
+    assert out["default_bpp_range"] == "0.100–0.200" and out["bpp_body"] == [0.2, 0.4]

@@ -1,5 +1,6 @@
 """The command line: bad input exits 2 with one line; a run writes metrics.json."""
 import json
+import re
 import subprocess
 import sys
 
@@ -47,3 +48,88 @@ def test_run_writes_metrics(tmp_path):
     assert {"train_prob", "valid_prob", "chance_prob"} <= set(metrics)
     assert (out / "reversal-curse.ipynb").exists() and (out / "params.json").exists()
     assert json.loads((out / "params.json").read_text())["epochs"] == 3
+    for f in ("metrics.json", "params.json", "reversal-curse.ipynb"):
+        assert (out / f).stat().st_mode & 0o777 == 0o644, f     # readable by others, as any new file
+    assert "without encryption" not in res.stdout + res.stderr  # the kernel talks over IPC, not TCP
+
+
+# ------------------------------------------------------------------------------ what a user sees
+
+def test_help_documents_every_command_argument_and_option():
+    parser = cli.build_parser()
+    top = parser.format_help()
+    for word in ("list", "run", "sweep", "--version", "examples:"):
+        assert word in top, word
+    subparsers = next(a for a in parser._actions if a.choices and "run" in a.choices)
+    assert {a.dest for a in subparsers._choices_actions} == set(subparsers.choices)
+    assert all(a.help for a in subparsers._choices_actions)
+    for name, sub in subparsers.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, (name, action.dest)
+    run_help = subparsers.choices["run"].format_help()
+    for word in ("EXPERIMENT", "--preset", "--param", "--out", "--verbose"):
+        assert word in run_help, word
+
+
+def test_version():
+    from importlib.metadata import version
+
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"reasoning-lab {version('reasoning-lab')}"
+
+
+def test_list_one_experiment_shows_defaults_and_presets():
+    from reasoning_lab.experiments import registry
+
+    exp = registry.get("reversal-curse")
+    out = run_cli("list", "reversal-curse")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for key, value in exp.defaults().items():
+        row = next(l for l in lines if l.split()[:1] == [key])
+        assert (repr(value) if isinstance(value, str) else str(value)) in row and "(" in row
+    assert any(l.split()[:1] == ["paper"] and "n_layers=24" in l for l in lines)
+    bad = run_cli("list", "no-such-experiment")
+    assert bad.returncode == 2 and "reversal-curse" in bad.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_is_a_parameter_error_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "reasoning_lab.experiments.cli", "run", "reversal-curse",
+                          "-p", "device=cuda"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "device" in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == "" and list(tmp_path.iterdir()) == []   # not even runs/
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+
+    from reasoning_lab import io
+
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "a.json", {"x": 1})
+        io.write_text(tmp_path / "b.txt", "b")
+        os.umask(0o077)
+        io.write_text(tmp_path / "private.txt", "c")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_verbose_run_streams_progress_to_the_terminal(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("run", "reversal-curse", "-p", "epochs=40", "-p", "seeds=1", "-p", "vocab_size=40",
+                  "-p", "embed_dim=16", "-p", "n_layers=1", "--out", str(out), "--verbose")
+    assert res.returncode == 0, res.stderr
+    assert "[cell 1/" in res.stderr                        # one line per cell
+    assert re.search(r"seeds 0-0: +\d+%\|", res.stderr)    # the kernel's training bar, as text
+    assert "held out" in res.stdout                         # the notebook's own printed output
+    assert "without encryption" not in res.stdout + res.stderr
+    assert json.loads((out / "metrics.json").read_text())["train_prob"] > 0

@@ -158,3 +158,123 @@ def test_path_transformer_shapes_and_histogram():
     H, _ = histogram2d(labels, out.detach())
     cols = H.sum(0)
     assert ((cols == 0) | (abs(cols - 1) < 1e-9)).all()
+
+
+# --- chapter figures, saved runs and the robustness comparison ------------------------------------
+def test_mse_by_target_splits_target_two_from_the_others():
+    from reasoning_lab.studies.shortest_paths import figures as spf
+
+    labels = torch.tensor([1, 2, 3, 4])
+    res = {"labels": labels, "outputs": torch.tensor([1.0, 3.0, 3.0, 6.0])}
+    m = spf.mse_by_target(res, torch.tensor([2, 2, 5, 7]))
+    assert m == pytest.approx({"same": 0.5, "other": 2.0, "share": 0.5})
+    assert spf.mse_by_target(res, torch.tensor([2, 2, 2, 2]))["other"] != \
+        spf.mse_by_target(res, torch.tensor([2, 2, 2, 2]))["other"]      # NaN: no other targets
+
+
+def test_on_path_test_sets_are_mostly_target_two_and_the_metrics_name_both_parts():
+    from reasoning_lab.studies.shortest_paths import figures as spf
+    from reasoning_lab.studies.shortest_paths.model import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    data = {s: make_batch(s, 512, g, max_vertices=8, max_tune_vertices=5) for s in spf.ON_PATH}
+    model = PathTransformer(8, 16, 2, 1, 32).eval()
+    m = spf.target_metrics(evaluate(model, data), data)
+    for k in ("onpath_small_target", "onpath"):
+        assert 0.5 < m[f"target2_share_{k}"] < 0.95
+        assert m[f"test_loss_{k}_target2"] >= 0 and m[f"test_loss_{k}_other_targets"] >= 0
+    text = spf.label_table({s: data[s] for s in spf.ON_PATH})
+    assert all(len(line) <= 88 for line in text.splitlines()[:1])
+
+
+def test_chapter_figures_have_labelled_axes():
+    import matplotlib
+    matplotlib.use("Agg")
+    from reasoning_lab.studies.shortest_paths import figures as spf
+    from reasoning_lab.studies.shortest_paths.model import TrainLog
+
+    g = torch.Generator().manual_seed(1)
+    data = {s: make_batch(s, 256, g, max_vertices=8, max_tune_vertices=5) for s in SPLIT_NAMES}
+    res = {"labels": data["pretrain"][2], "outputs": data["pretrain"][2].float() + 0.1}
+    fig = spf.hist_figure(res, "t")
+    assert fig.axes[0].get_xlabel() == "true label" and fig.axes[0].get_ylabel() == "model output"
+    log = TrainLog()
+    for i in range(20):
+        log.add(i, 1.0 / (i + 1), {k: 1.0 for k in ("1", "2", "3", "4+", "unreachable")})
+    ax = spf.loss_by_label_figure(log, 20.0, 20).axes[0]
+    assert ax.get_yscale() == "log" and "MSE" in ax.get_ylabel()
+    assert any(line.get_linestyle() == "--" for line in ax.get_lines())      # label variance
+    fig = spf.label_share_figure(data, 8)
+    assert [a.get_xlabel() for a in fig.axes] == ["label: distance (15 = unreachable)"] * 2
+
+
+def test_reference_numbers_quoted_in_the_prose_are_the_reference_module():
+    """The post's numbers written in plain markdown agree with reference.py."""
+    from pathlib import Path
+
+    from reasoning_lab.studies.shortest_paths import reference as ref
+
+    text = " ".join((Path(__file__).parents[1] / "notebooks" / "shortest-paths.md").read_text().split())
+    post = ref.POST_TEST_LOSS
+    assert (f"{post['test-any-small-graphs']:.2f}, {post['test-any-small-target']:.2f} and "
+            f"{post['test-any-large']:.2f}") in text
+    assert f"{post['test-onpath-small-target']:.3f} and {post['test-onpath']:.3f}" in text
+    assert ref.COMMITTED_SIX_LAYER_TEST_LOSS["test-any-small-graphs"] == 62.72
+
+
+def test_saved_shortest_path_run_matches_its_params_and_preset(tmp_path):
+    """The saved n <= 15 run was made with the cpu-full preset, and the table reads its metrics."""
+    import json
+    from pathlib import Path
+
+    from reasoning_lab import experiments
+    from reasoning_lab.studies.shortest_paths import figures as spf
+
+    folder = Path(__file__).parents[1] / "book" / "data" / "shortest-paths-cpu-full"
+    if not (folder / "metrics.json").exists():
+        pytest.skip("no saved run")
+    saved = spf.saved_run(folder)
+    preset = experiments.get("shortest-paths").resolve("cpu-full")
+    for k in ("max_vertices", "max_tune_vertices", "n_layers", "pretrain_steps", "batch_size"):
+        assert saved["params"][k] == preset[k]
+    m = json.loads((folder / "metrics.json").read_text())
+    assert f"{m['test_loss_any_large']:7.3f}" in saved["table"]
+    assert saved["glue"]["full_test_loss_onpath"] == m["test_loss_onpath"]
+
+
+def test_lower_learning_rate_repairs_a_destroyed_readout_more_slowly():
+    """The direction of the robustness comparison: with the same destroyed matrix, Adam at 1e-6
+    barely moves the loss in a few steps, Adam at 1e-3 lowers it clearly."""
+    fast = hc.perturb_and_retrain(5, 1, 15, 32, 1e-3, kind="read_k")
+    slow = hc.perturb_and_retrain(5, 1, 15, 32, 1e-6, kind="read_k")
+    assert fast["losses"][0] == slow["losses"][0] > 0                    # the same destroyed model
+    assert abs(slow["losses"][-1] / slow["losses"][0] - 1) < 0.5
+    assert min(fast["losses"][-5:]) < 0.5 * min(slow["losses"][-5:])
+
+
+def test_appendix_constants_retrain_on_their_own_unreachable_label():
+    model = HandcraftedBFS(4, constants="appendix")
+    assert torch.equal(model.label(torch.tensor([1, UNREACHABLE])), torch.tensor([1, 5]))
+    edges, d = hc.random_graphs(64, 4, torch.Generator().manual_seed(0))
+    assert (d == UNREACHABLE).any()
+    assert hc.exactness(model, edges, model.label(d))["mse"] < 1e-2      # its own convention
+    assert hc.exactness(HandcraftedBFS(4), edges, HandcraftedBFS(4).label(d))["mse"] < 1e-9
+    st = hc.perturb_and_retrain(4, 0, 2, 16, 1e-6, kind="read_v", constants="appendix")
+    assert len(st["losses"]) == 3
+
+
+def test_saved_robustness_run_is_the_original_setting():
+    from pathlib import Path
+
+    from reasoning_lab.studies.shortest_paths import robustness as rob
+
+    folder = Path(__file__).parents[1] / "book" / "data" / "bfs-robustness"
+    if not (folder / "metrics.json").exists():
+        pytest.skip("no saved run")
+    saved = rob.saved(folder)
+    orig = saved["params"]["settings"]["original"]
+    assert orig["constants"] == "appendix" and orig["lr"] == 1e-6 and 0 < orig["steps"] <= 5000
+    assert saved["glue"]["original_steps"] == orig["steps"]
+    m = saved["metrics"]
+    assert [r["kind"] for r in m["ours"]] == [r["kind"] for r in m["original"]]
+    assert all(len(r["curve"]) > 10 for r in m["original"])

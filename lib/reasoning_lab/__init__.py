@@ -1,9 +1,9 @@
 """Reasoning Lab: the library behind the book.
 
 Core modules: ``model`` (the transformer), ``stacked`` (seeds as one batched model), ``data``, ``train``
-(the training loop), ``evaluate``, ``plots``, ``io`` and ``devices``. ``experiments`` holds the registry,
-the parameter rules, the in-kernel session, the papermill runner and the command line; ``studies`` holds
-one folder per study of the book.
+(the one training loop, :func:`fit`, and its answer cross-entropy trainers), ``evaluate``, ``plots``,
+``io`` and ``devices``. ``experiments`` holds the registry, the parameter rules, the in-kernel session,
+the papermill runner and the command line; ``studies`` holds one folder per study of the book.
 """
 from . import data, devices, evaluate, experiments, io, model, plots, stacked, train
 from .data import SeqData
@@ -13,10 +13,11 @@ from .experiments import params
 from .experiments.session import Run, start
 from .model import ModelConfig, Transformer, count_params, model_from_params
 from .stacked import build_models
-from .train import TrainConfig, config_from_params, train_seeds
+from .train import History, LoopConfig, TrainConfig, config_from_params, fit, train_seeds
 
 __all__ = ["ModelConfig", "Transformer", "count_params", "Run", "start", "resolve_device", "seed_everything",
-           "SeqData", "TrainConfig", "config_from_params", "model_from_params", "answer_logprobs",
+           "SeqData", "TrainConfig", "LoopConfig", "History", "fit", "config_from_params", "model_from_params",
+           "answer_logprobs",
            "train_seeds", "build_models", "data", "devices", "evaluate", "experiments", "io", "model", "params",
            "plots", "stacked", "train"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Token data for the language-model studies: equal-length rows and a mask of the answer tokens."""
+"""Token data for the language-model studies: equal-length rows and a mask of the answer tokens, and the
+entity words and ``left relation right`` sentences that the reversal and chain studies build them from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,3 +50,62 @@ def loss_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k = max(1, int(mask.sum(1).max())) if mask.shape[0] else 1
     index = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
     return index, mask.gather(1, index)
+
+
+@dataclass
+class TaskData:
+    """A study's training and held-out sentences and its model vocabulary; ``chance_prob`` is a uniform
+    guess over the ``n_answers`` entities that can fill the answer slot (each study says which)."""
+
+    train: SeqData
+    valid: SeqData
+    vocab_size: int                 # model vocabulary: relation tokens + entity token range
+
+    @property
+    def n_answers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def chance_prob(self) -> float:
+        return 1.0 / self.n_answers
+
+
+def entity_alphabets(vocab_size: int, n_classes: int, generator: torch.Generator,
+                     first_id: int) -> list[torch.Tensor]:
+    """``n_classes`` disjoint random alphabets of ``vocab_size // 4`` token ids each, taken from
+    ``first_id .. first_id + vocab_size - 1`` (the ids below are the relation tokens)."""
+    alphabet = vocab_size // 4
+    if alphabet < 2:
+        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
+    ids = torch.randperm(vocab_size, generator=generator)[: n_classes * alphabet] + first_id
+    return list(ids.split(alphabet))
+
+
+def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` distinct words of ``word_size`` tokens from ``alphabet``, drawn uniformly without replacement."""
+    size = len(alphabet)
+    total = size ** word_size
+    if total <= 10_000_000:  # enumerate the word space and shuffle it
+        codes = torch.randperm(total, generator=generator)[:n]
+    else:  # sample codes, keep the first occurrence of each, repeat until n are distinct
+        codes = torch.empty(0, dtype=torch.long)
+        while len(codes) < n:
+            merged = torch.cat([codes, torch.randint(total, (2 * n,), generator=generator)])
+            order = torch.argsort(merged, stable=True)
+            first = torch.ones(len(merged), dtype=torch.bool)
+            first[1:] = merged[order][1:] != merged[order][:-1]
+            keep = torch.zeros(len(merged), dtype=torch.bool)
+            keep[order[first]] = True
+            codes = merged[keep][:n]
+    digits = torch.stack([(codes // size ** i) % size for i in reversed(range(word_size))], dim=1)
+    return alphabet[digits]
+
+
+def sequences(left: torch.Tensor, relation: int, right: torch.Tensor) -> SeqData:
+    """Rows ``left relation right`` with the ``right`` entity as the answer."""
+    n, k = left.shape
+    rel = torch.full((n, 1), relation, dtype=torch.long)
+    tokens = torch.cat([left, rel, right], dim=1)
+    answer = torch.zeros_like(tokens, dtype=torch.bool)
+    answer[:, k + 1:] = True
+    return SeqData(tokens, answer)

@@ -1,5 +1,6 @@
-"""Files and console: atomic writes (JSON, CSV, text, torch checkpoints), the training state a checkpoint
-holds, flat metrics, and the progress bar that shows only when a person is watching."""
+"""Files and console: atomic writes (JSON, CSV, text, torch checkpoints), flat metrics, and the progress
+bar that shows only when a person is watching. (What a training checkpoint holds is the loop's business:
+:func:`reasoning_lab.train.fit`.)"""
 from __future__ import annotations
 
 import contextlib
@@ -25,17 +26,33 @@ def progress(iterable: Iterable, total: int | None = None, desc: str | None = No
         enabled = not quiet()
     if not enabled:
         return iterable
+    if os.environ.get("REASONING_LAB_PROGRESS") == "text":
+        # a text bar, also inside a kernel: `reasoning-lab run --verbose` streams it to the terminal
+        from tqdm.std import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, ncols=88,
+                    mininterval=0.5)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds. The file
+    gets the usual permissions of a new file (``0666`` less the umask), not ``mkstemp``'s private ``0600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    # mkstemp creates the file private (0600) and the rename keeps that mode: give the finished file the
+    # mode any new file gets here (0644 under the usual umask 022)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -72,37 +89,6 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def _generators(gens) -> list[torch.Generator]:
-    return list(gens) if isinstance(gens, (list, tuple)) else [gens]
-
-
-def training_state(model, optimizer, device: torch.device, scheduler=None, **generators) -> dict[str, Any]:
-    """What a trainer needs to continue exactly where it stopped: the weights, the optimizer's (and the
-    scheduler's) state, the named ``generators`` (a ``torch.Generator`` or a list of them) and PyTorch's
-    global random state, which dropout draws from. Trainers add their own history and position."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "generators": {k: [g.get_state() for g in _generators(v)] for k, v in generators.items()},
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def restore_training_state(state: dict[str, Any], model, optimizer, device: torch.device, scheduler=None,
-                           **generators) -> None:
-    """Load what ``training_state`` saved into the same objects (generator states go back to the CPU,
-    wherever ``torch.load`` mapped the checkpoint)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    for k, v in generators.items():
-        for g, saved in zip(_generators(v), state["generators"][k]):
-            g.set_state(saved.cpu())
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if device.type == "cuda" and state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
 
 
 def _json_default(x):

@@ -103,6 +103,58 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.einsum("...td,tde->...te", x, R)
 
 
+def attention_heads(qkv: torch.Tensor, n_heads: int, rope=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values ``[N, heads, T, head_dim]`` from the fused projection ``qkv`` [..., T, 3d]
+    (leading axes folded into ``N``), queries and keys rotated together when ``rope`` is given."""
+    T, C3 = qkv.shape[-2:]
+    q, k, v = heads = qkv.reshape(-1, T, 3, n_heads, C3 // (3 * n_heads)).permute(2, 0, 3, 1, 4)
+    if rope is not None:
+        q, k = apply_rotary(heads[:2], *rope)
+    return q, k, v
+
+
+def attention(x: torch.Tensor, qkv, proj, cfg: ModelConfig, rope=None, training: bool = False) -> torch.Tensor:
+    """Multi-head self-attention of ``x`` [..., T, d] with the projections ``qkv`` and ``proj`` (callables:
+    one model's ``nn.Linear`` or a stack's per-seed weights); causal unless ``cfg.causal`` is False."""
+    q, k, v = attention_heads(qkv(x), cfg.n_heads, rope)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=cfg.causal, scale=cfg.attn_scale,
+                                       dropout_p=cfg.dropout if training else 0.0)
+    return proj(y.transpose(1, 2).reshape(x.shape))
+
+
+def attention_probs(x: torch.Tensor, qkv, cfg: ModelConfig, rope=None) -> torch.Tensor:
+    """The attention weights ``[N, heads, T, T]`` that :func:`attention` applies (rows sum to 1)."""
+    q, k, _ = attention_heads(qkv(x), cfg.n_heads, rope)
+    T = q.shape[-2]
+    scale = cfg.attn_scale if cfg.attn_scale is not None else 1 / math.sqrt(cfg.head_dim)
+    scores = (q @ k.transpose(-1, -2)).float() * scale
+    if cfg.causal:
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+    return scores.softmax(-1)
+
+
+def mlp(x: torch.Tensor, up, down, gate=None) -> torch.Tensor:
+    """The block's MLP: SwiGLU with a ``gate`` projection (llama), else GELU (gpt)."""
+    if gate is not None:
+        return down(F.silu(gate(x)) * up(x))
+    return down(F.gelu(up(x), approximate="tanh"))
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., T, d] at positions ``index`` [..., K] of each row: [..., K, d]."""
+    return x.gather(-2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
+
+
+def block(x: torch.Tensor, ops, cfg: ModelConfig, rope=None, index=None, training: bool = False) -> torch.Tensor:
+    """One pre-norm block on ``x`` [..., T, d]: ``x + attn(norm1 x)``, then ``+ mlp(norm2 x)``, with the
+    weights behind ``ops`` (``norm1``, ``norm2``, ``qkv``, ``proj``, ``up``, ``gate`` or None, ``down``,
+    ``drop``). With ``index`` the MLP runs on those rows only (the output has K rows)."""
+    x = x + ops.drop(attention(ops.norm1(x), ops.qkv, ops.proj, cfg, rope, training))
+    if index is not None:
+        x = gather_rows(x, index)
+    return x + ops.drop(mlp(ops.norm2(x), ops.up, ops.down, ops.gate))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -111,17 +163,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=bias)
         self.proj.is_residual_out = True
-        self.dropout = cfg.dropout
 
     def forward(self, x, rope=None):
-        B, T, C = x.shape
-        h = self.cfg.n_heads
-        q, k, v = qkv = self.qkv(x).view(B, T, 3, h, C // h).permute(2, 0, 3, 1, 4)
-        if rope is not None:  # q and k rotated together
-            q, k = apply_rotary(qkv[:2], *rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal, scale=self.cfg.attn_scale,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return attention(x, self.qkv, self.proj, self.cfg, rope, self.training)
+
+    def weights(self, x, rope=None) -> torch.Tensor:
+        """The attention weights ``[B, n_heads, T, T]`` of ``x`` [B, T, d] (what ``forward`` mixes with)."""
+        return attention_probs(x, self.qkv, self.cfg, rope)
 
 
 class MLP(nn.Module):
@@ -130,29 +178,33 @@ class MLP(nn.Module):
         self.gated = cfg.arch == "llama"
         bias = not self.gated
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=bias)
-        if self.gated:
-            self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False) if self.gated else None
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=bias)
         self.down.is_residual_out = True
 
     def forward(self, x):
-        if self.gated:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        return mlp(x, self.up, self.down, self.gate)
+
+
+class _ModuleOps:
+    """The :func:`block` operations of one :class:`Block`: its own modules."""
+
+    def __init__(self, b: "Block"):
+        self.norm1, self.norm2, self.drop = b.norm1, b.norm2, b.drop
+        self.qkv, self.proj = b.attn.qkv, b.attn.proj
+        self.up, self.gate, self.down = b.mlp.up, b.mlp.gate, b.mlp.down
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         self.norm1, self.attn = _norm(cfg), Attention(cfg)
         self.norm2, self.mlp = _norm(cfg), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, rope=None, index=None):
-        x = x + self.drop(self.attn(self.norm1(x), rope))
-        if index is not None:  # keep only the rows [B, K] asked for: the MLP runs on those alone
-            x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        return block(x, _ModuleOps(self), self.cfg, rope, index, self.training)
 
 
 class Transformer(nn.Module):
@@ -213,7 +265,7 @@ class Transformer(nn.Module):
             if keep:
                 states.append(x)
         if index is not None and (keep or not self.blocks):
-            x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            x = gather_rows(x, index)
         return x, states
 
     def features(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -275,23 +327,10 @@ def attention_weights(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
     its attention over positions ``0..T-1`` (rows sum to 1; no weight on later positions when causal)."""
     was_training = model.training
     model.eval()
-    cfg = model.cfg
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    B, T = tokens.shape
+    tokens = tokens.to(next(model.parameters()).device)
+    T = tokens.shape[1]
     states = model.hidden_states(tokens)                     # input of every block
-    rope = (model.rope_cos[:T], model.rope_sin[:T]) if cfg.pos_encoding == "rotary" else None
-    scale = cfg.attn_scale if cfg.attn_scale is not None else 1 / math.sqrt(cfg.head_dim)
-    causal = getattr(cfg, "causal", True)
-    out = []
-    for block, x in zip(model.blocks, states[:-1]):
-        q, k, _ = block.attn.qkv(block.norm1(x)).view(B, T, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        scores = (q @ k.transpose(-1, -2)).float() * scale
-        if causal:
-            future = torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
-            scores = scores.masked_fill(future, float("-inf"))
-        out.append(scores.softmax(-1))
+    rope = (model.rope_cos[:T], model.rope_sin[:T]) if model.cfg.pos_encoding == "rotary" else None
+    out = [b.attn.weights(b.norm1(x), rope) for b, x in zip(model.blocks, states[:-1])]
     model.train(was_training)
     return torch.stack(out).cpu()

@@ -7,7 +7,7 @@ same step is mostly arithmetic already, so the gain there is small (measured at 
 3 seeds, one thread: about 1.2x less CPU time end to end with the per-epoch evaluations included, while
 the training steps alone run at about the sequential speed; bench/bench_training.py).
 
-:func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.training.train` do, with
+:func:`train_seeds` does for ``S`` seeds what ``S`` calls of :func:`reasoning_lab.train.train` do, with
 the same results up to float rounding:
 
 * the same initial weights: each model is built right after ``seed_everything(seed)``;
@@ -16,14 +16,16 @@ the same results up to float rounding:
   weights only enter seed ``s``'s loss, so each slice of the stacked gradient is that seed's gradient;
 * the same optimizer: AdamW is elementwise, so one AdamW over stacked tensors is ``S`` AdamWs; gradient
   clipping (which is not elementwise) is done per seed;
-* the same evaluation (:func:`reasoning_lab.training.evaluate`), per seed, and one
-  :class:`~reasoning_lab.training.History` per seed.
+* the same evaluation (:func:`reasoning_lab.evaluate.evaluate`), per seed, and one
+  :class:`~reasoning_lab.train.History` per seed.
 
-Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.models.Transformer`,
-:class:`StackedTransformer` holds weights of shape ``[S, ...]`` and uses batched matrix products
+Two back-ends compute the batched forward pass. For our :class:`~reasoning_lab.model.Transformer`,
+:class:`StackedTransformer` holds weights of shape ``[S, ...]`` and runs the model's own block function
+(:func:`reasoning_lab.model.block`) with per-seed linear layers and norms: batched matrix products
 (``baddbmm`` gives bit-for-bit the products of ``addmm``); attention, activations and the loss carry no
-weights, so seeds are folded into the batch there. Any other module goes through ``torch.func``
-(``stack_module_state`` + ``functional_call`` + ``vmap``), :class:`VmapEnsemble`.
+weights, so seeds are folded into the batch there. The model itself is not written a second time.
+Any other module goes through ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``),
+:class:`VmapEnsemble`.
 
 What is not identical: LayerNorm/RMSNorm apply their per-seed scale as a separate multiply (the one-model
 kernel fuses it), which moves results by float rounding (~1e-7 relative per step); and with
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 
 from .data import loss_positions
 from .devices import seed_everything
-from .model import Transformer, apply_rotary
+from .model import Transformer, block, gather_rows
 
 
 def build_models(make_model: Callable[[int], nn.Module], seeds: Sequence[int]) -> list[nn.Module]:
@@ -129,18 +131,23 @@ class StackedTransformer(Stacked):
     custom_linear = True     # the hand-written backward on CPU without autocast (elsewhere autograd's own)
 
     def _linear(self, x, name, w=None):
+        """Seed ``s``'s linear layer ``name`` on ``x[s]`` ([S, ..., in] -> [S, ..., out])."""
         w = self.p(name + ".weight") if w is None else w
         bias = self.p(name + ".bias") if _key(name + ".bias") in self.stack else None
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
         if self.custom_linear and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-            return _StackedLinear.apply(x, w, bias)
-        wt = w.transpose(1, 2)
-        return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, wt)
+            y = _StackedLinear.apply(x3, w, bias)
+        else:
+            wt = w.transpose(1, 2)
+            y = torch.bmm(x3, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x3, wt)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _norm(self, x, name):
         cfg = self.cfg
-        w = self.p(name + ".weight").unsqueeze(1)
+        w = self.p(name + ".weight").view(-1, *([1] * (x.dim() - 2)), x.shape[-1])
         if cfg.arch == "gpt":
-            return torch.addcmul(self.p(name + ".bias").unsqueeze(1), F.layer_norm(x, (cfg.d_model,), eps=cfg.norm_eps), w)
+            b = self.p(name + ".bias").view(w.shape)
+            return torch.addcmul(b, F.layer_norm(x, (cfg.d_model,), eps=cfg.norm_eps), w)
         return F.rms_norm(x, (cfg.d_model,), None, cfg.norm_eps) * w
 
     def _drop(self, x):
@@ -149,7 +156,7 @@ class StackedTransformer(Stacked):
     def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         S, B, T = tokens.shape
-        d, h = cfg.d_model, cfg.n_heads
+        d = cfg.d_model
         if T > cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={cfg.max_len}")
         emb = self.p("tok_emb.weight")
@@ -158,33 +165,47 @@ class StackedTransformer(Stacked):
         x = F.embedding(tokens + offset, emb.reshape(S * V, d))               # [S, B, T, d]
         if cfg.pos_encoding == "absolute":
             x = x + self.p("pos_emb.weight")[:, None, :T]
-        x = self._drop(x).reshape(S, B * T, d)
+        x = self._drop(x)
         rope = (self.rope_cos[:T], self.rope_sin[:T]) if cfg.pos_encoding == "rotary" else None
-        attn_drop = cfg.dropout if self.training else 0.0
-        for i in range(cfg.n_layers):
-            pre = f"blocks.{i}."
-            q, k, v = self._linear(self._norm(x, pre + "norm1"), pre + "attn.qkv") \
-                .view(S * B, T, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=getattr(cfg, "causal", True), scale=cfg.attn_scale,
-                                               dropout_p=attn_drop)
-            x = x + self._drop(self._linear(y.transpose(1, 2).reshape(S, B * T, d), pre + "attn.proj"))
-            if index is not None and i == cfg.n_layers - 1:   # as Transformer: last MLP on scored rows only
-                x = x.view(S, B, T, d).gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d)).reshape(S, -1, d)
-            a = self._norm(x, pre + "norm2")
-            if cfg.arch == "llama":
-                a = F.silu(self._linear(a, pre + "mlp.gate")) * self._linear(a, pre + "mlp.up")
-            else:
-                a = F.gelu(self._linear(a, pre + "mlp.up"), approximate="tanh")
-            x = x + self._drop(self._linear(a, pre + "mlp.down"))
-        x = x.view(S, B, -1, d)
+        for i in range(cfg.n_layers):   # the model's own block, on per-seed weights; as Transformer, the
+            last = i == cfg.n_layers - 1  # last MLP runs on the scored rows only
+            x = block(x, _SeedOps(self, f"blocks.{i}."), cfg, rope, index if last else None, self.training)
         if index is not None and not cfg.n_layers:
-            x = x.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, d))
-        K = x.shape[2]
+            x = gather_rows(x, index)
         head = emb if cfg.tie_embeddings else self.p("head.weight")
-        logits = self._linear(self._norm(x.reshape(S, B * K, d), "norm_f"), "head", head)
-        return logits.view(S, B, K, -1)
+        return self._linear(self._norm(x, "norm_f"), "head", head)
+
+
+class _SeedOps:
+    """The :func:`reasoning_lab.model.block` operations of block ``prefix`` of a :class:`StackedTransformer`."""
+
+    def __init__(self, st: StackedTransformer, prefix: str):
+        self.st, self.pre = st, prefix
+        self.gate = self._lin("mlp.gate") if st.cfg.arch == "llama" else None
+
+    def _lin(self, name):
+        return lambda x: self.st._linear(x, self.pre + name)
+
+    def norm1(self, x):
+        return self.st._norm(x, self.pre + "norm1")
+
+    def norm2(self, x):
+        return self.st._norm(x, self.pre + "norm2")
+
+    def drop(self, x):
+        return self.st._drop(x)
+
+    def qkv(self, x):
+        return self.st._linear(x, self.pre + "attn.qkv")
+
+    def proj(self, x):
+        return self.st._linear(x, self.pre + "attn.proj")
+
+    def up(self, x):
+        return self.st._linear(x, self.pre + "mlp.up")
+
+    def down(self, x):
+        return self.st._linear(x, self.pre + "mlp.down")
 
 
 class VmapEnsemble(Stacked):
@@ -220,7 +241,7 @@ def make_ensemble(models: Sequence[nn.Module], backend: str = "auto") -> Stacked
         raise ValueError(f"parameter backend={backend!r} is not allowed: expected 'auto', 'stacked' or 'vmap'")
     stacked = all(type(m) is Transformer for m in models)
     if backend == "stacked" and not stacked:
-        raise ValueError("backend='stacked' needs reasoning_lab.models.Transformer models")
+        raise ValueError("backend='stacked' needs reasoning_lab.model.Transformer models")
     return StackedTransformer(models) if stacked and backend != "vmap" else VmapEnsemble(models)
 
 

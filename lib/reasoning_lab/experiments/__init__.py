@@ -1,5 +1,7 @@
-"""Experiments: the registry of notebooks and their parameter rules, the in-kernel session
+"""Experiments: the registry of notebooks with their parameter rules and claims, the in-kernel session
 (``lab.start``), the papermill runner and the command line."""
-from .registry import REGISTRY, ROOT, Experiment, available, get, load_studies, notebook_parameters, register
+from .registry import (REGISTRY, ROOT, Claim, Experiment, available, get, load_studies, notebook_parameter_info,
+                       notebook_parameters, register)
 
-__all__ = ["REGISTRY", "ROOT", "Experiment", "available", "get", "load_studies", "notebook_parameters", "register"]
+__all__ = ["REGISTRY", "ROOT", "Claim", "Experiment", "available", "get", "load_studies", "notebook_parameter_info",
+           "notebook_parameters", "register"]

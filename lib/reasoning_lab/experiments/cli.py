@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from . import registry as experiments
 from . import runner
@@ -18,10 +19,19 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _value(v) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
 def cmd_list(args) -> int:
-    for exp in experiments.available():
+    if args.experiment:
+        return describe(experiments.get(args.experiment))
+    exps = experiments.available()
+    if not exps:
+        raise runner.RunFailed(f"no experiment notebooks found in {experiments.NOTEBOOKS}")
+    for exp in exps:
         print(f"{exp.name}  —  {exp.title}")
-        print(f"    notebook: notebooks/{exp.notebook.name}")
+        print(f"    notebook: {exp.notebook}")
         print(f"    presets:  default, " + ", ".join(p for p in exp.presets if p != "default"))
         print(f"    metrics:  " + ", ".join(exp.metrics))
         defaults = exp.defaults()
@@ -29,40 +39,134 @@ def cmd_list(args) -> int:
     return 0
 
 
+def describe(exp) -> int:
+    """One experiment: every parameter with its default and what is allowed, then each preset."""
+    if not exp.notebook.exists():
+        raise runner.RunFailed(f"{exp.name}: notebook {exp.notebook} is missing")
+    defaults = exp.defaults()
+    print(f"{exp.name}  —  {exp.title}")
+    print(f"notebook: {exp.notebook}")
+    print(f"metrics:  " + ", ".join(exp.metrics))
+    print("parameters (default, allowed):")
+    width = max(len(k) for k in defaults)
+    for key, value in defaults.items():
+        rule = exp.rules.get(key)
+        allowed = rule.describe() if rule is not None else "any"
+        print(f"  {key:<{width}}  {_value(value)}  ({allowed})")
+    print("presets (what each changes from the defaults):")
+    names = ["default", *(n for n in exp.presets if n != "default")]
+    pad = max(len(n) for n in names)
+    print(f"  {'default':<{pad}}  the notebook's own parameters cell")
+    for name in names[1:]:
+        changes = [f"{k}={_value(v)}" for k, v in exp.presets[name].items() if defaults.get(k) != v]
+        text = textwrap.fill(", ".join(changes) or "(nothing: same as default)", width=100,
+                             initial_indent=f"  {name:<{pad}}  ", subsequent_indent=" " * (pad + 4))
+        print(text)
+    return 0
+
+
 def cmd_run(args) -> int:
     metrics = runner.execute(args.experiment, args.preset, _pairs(args.param, "-p"), args.out,
-                             quiet=not args.verbose)
+                             quiet=not args.verbose, stream=args.verbose)
     for k, v in metrics.items():
         print(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}")
     return 0
 
 
 def cmd_sweep(args) -> int:
+    from .sweep import Launcher, parse_time, run_sweep
+
     grid = {k: runner.split_values(v) for k, v in _pairs(args.grid, "--grid").items()}
     if not grid:
         raise ValueError("sweep needs at least one --grid KEY=V1,V2")
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    runner.sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, devices)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    launcher = Launcher(kind=args.launcher, devices=devices, jobs=_count(args.jobs, "--jobs"),
+                        partition=args.partition, time_min=parse_time(args.time) if args.time else None,
+                        gpus_per_job=_count(args.gpus_per_job, "--gpus-per-job"),
+                        sbatch_opts=_pairs(args.sbatch_opt, "--sbatch-opt"), dry_run=args.dry_run)
+    run_sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher)
     return 0
 
 
+def _count(text: str, flag: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{flag} {text!r} is not allowed: expected a whole number")
+    return int(text)
+
+
+EPILOG = """examples:
+  reasoning-lab list                              every experiment, its presets and parameters
+  reasoning-lab list reversal-curse               one experiment: parameters with defaults, presets
+  reasoning-lab run reversal-curse -p seed=3 --out runs/rc-seed3
+  reasoning-lab run reversal-curse --preset paper --verbose
+  reasoning-lab sweep chain-of-thought --grid n_layers=1,2,4 --grid seed=0,1,2
+
+Bad input (an unknown experiment, preset or parameter, a value out of range, an unavailable device)
+prints one line and exits with status 2 before anything is written; a notebook that fails exits 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reasoning-lab", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="experiments, their notebooks, parameters and presets").set_defaults(fn=cmd_list)
+    p = argparse.ArgumentParser(prog="reasoning-lab", epilog=EPILOG,
+                                description="The experiments of the Reasoning Lab book, one notebook each:\n"
+                                            "list them, run one, or sweep one over a grid of parameters.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ls = sub.add_parser("list", help="experiments, their notebooks, parameters and presets",
+                        description="Without EXPERIMENT: every experiment with its notebook, presets, metrics "
+                                    "and default parameters. With EXPERIMENT: its parameters, their defaults "
+                                    "and allowed values, and what each preset changes.")
+    ls.add_argument("experiment", nargs="?", default=None, metavar="EXPERIMENT",
+                    help="show this experiment only, in detail")
+    ls.set_defaults(fn=cmd_list)
+    helps = {"run": ("execute one experiment notebook (papermill) and print its metrics",
+                     "Execute the experiment's notebook at the given preset and parameters. The output "
+                     "folder receives the executed notebook, metrics.json, params.json, figures and "
+                     "checkpoints; running again into the same folder resumes from the last checkpoint."),
+             "sweep": ("run an experiment over a grid of parameter values",
+                       "Run the experiment once per point of the grid (the product of every --grid); "
+                       "each run gets its own folder under --out and sweep.csv collects the metrics.")}
     for name, fn in (("run", cmd_run), ("sweep", cmd_sweep)):
-        s = sub.add_parser(name)
-        s.add_argument("experiment")
-        s.add_argument("--preset", default="default")
-        s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-        s.add_argument("--out", default=None, help="output folder (default runs/EXPERIMENT/<time>)")
+        s = sub.add_parser(name, help=helps[name][0], description=helps[name][1])
+        s.add_argument("experiment", metavar="EXPERIMENT",
+                       help="experiment name, e.g. reversal-curse (see `reasoning-lab list`)")
+        s.add_argument("--preset", default="default", metavar="NAME",
+                       help="named set of parameters, e.g. paper (default: the notebook's own defaults)")
+        s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one parameter; repeatable; values are Python literals or plain "
+                            "strings, e.g. -p seed=3 -p betas=[0.9,0.99] -p device=cuda")
+        s.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder (default runs/EXPERIMENT/<time>)")
         s.set_defaults(fn=fn)
         if name == "run":
-            s.add_argument("--verbose", action="store_true", help="show progress bars")
+            s.add_argument("--verbose", action="store_true",
+                           help="stream the notebook's output and training progress bars to the terminal")
         else:
-            s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
-            s.add_argument("--devices", default=None, help="GPU ids to spread runs over, e.g. 0,1,2,3")
+            s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                           help="values of one parameter to sweep; repeatable (the grid is their product)")
+            s.add_argument("--launcher", default="local", help="local (default: processes on this "
+                           "machine) or slurm (one batch job per point)")
+            s.add_argument("--devices", default=None, help="local: GPU ids, one job per GPU, e.g. 0,1,2,3")
+            s.add_argument("--jobs", default="1", help="local without --devices: points run at once on CPUs")
+            s.add_argument("--partition", default=None, help="slurm: partition")
+            s.add_argument("--time", default=None, help="slurm (required) and local: time limit per "
+                           "point, minutes or [D-]HH:MM:SS")
+            s.add_argument("--gpus-per-job", default="0", help="slurm: GPUs per point")
+            s.add_argument("--sbatch-opt", action="append", default=[], metavar="KEY=VALUE",
+                           help="slurm: extra sbatch option, e.g. account=abc (repeatable)")
+            s.add_argument("--dry-run", action="store_true", help="print what would run; start nothing")
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reasoning-lab")
+    except PackageNotFoundError:  # imported from a source tree without installing
+        from .. import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

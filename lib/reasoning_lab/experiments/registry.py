@@ -1,22 +1,131 @@
-"""The experiment registry: each experiment is one notebook plus the rules for its parameters and presets.
+"""The experiment registry: each experiment is one notebook plus the rules for its parameters and presets,
+and the claims its default run must satisfy.
 
-Defaults live in exactly one place, the notebook's ``parameters`` cell (papermill overrides it). The
-library holds what a notebook cannot: which values are allowed, and the named presets.
+Defaults live in exactly one place, the notebook's ``parameters`` cell (papermill overrides it); they are
+read with papermill's own inspection, so ``papermill --help-notebook`` and the registry see the same names,
+types, defaults and help. The library holds what a notebook cannot: which values are allowed, the named
+presets and the claims. Each study declares its experiments in ``studies/<study>/experiment.py``; the
+registry finds those files itself (:func:`load_studies`).
 """
 from __future__ import annotations
 
 import ast
+import copy
+import functools
+import importlib
+import operator
 import re
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .locations import notebook_dir
 from .params import COMMON, Bool, Choice, CompileMode, Float, Int, Rule, Seq, validate
 
 ROOT = Path(__file__).resolve().parents[3]
-NOTEBOOKS = ROOT / "notebooks"
-# The studies whose experiment declarations the registry loads, in the book's order.
-STUDIES = ("reversal", "chain", "theory", "capacity", "shortest_paths")
+NOTEBOOKS = notebook_dir()   # the checkout's notebooks/, or the copy shipped in the package
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+STUDIES_PACKAGE = "reasoning_lab.studies"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims: what the book says a default run shows
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+        ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.USub: operator.neg}
+_FUNCS = {"max": max, "min": min, "abs": abs}
+
+
+def _check_expression(node: ast.AST, text: str) -> None:
+    """Allow only comparisons and arithmetic over metric names, numbers, max/min/abs and ``and``."""
+    for sub in ast.walk(node):
+        ok = isinstance(sub, (ast.Expression, ast.Compare, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.And,
+                              ast.Name, ast.Load, ast.Call, *_OPS))
+        ok = ok or (isinstance(sub, ast.Constant) and isinstance(sub.value, (int, float))
+                    and not isinstance(sub.value, bool))
+        if isinstance(sub, ast.Call):
+            ok = (isinstance(sub.func, ast.Name) and sub.func.id in _FUNCS and not sub.keywords)
+        if not ok:
+            raise ValueError(f"claim {text!r}: {type(sub).__name__} is not allowed (use metric names, "
+                             "numbers, + - * /, comparisons, and, max, min, abs)")
+
+
+def _evaluate(node: ast.AST, metrics: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body, metrics)
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return metrics[node.id]
+    if isinstance(node, ast.UnaryOp):
+        return _OPS[type(node.op)](_evaluate(node.operand, metrics))
+    if isinstance(node, ast.BinOp):
+        return _OPS[type(node.op)](_evaluate(node.left, metrics), _evaluate(node.right, metrics))
+    if isinstance(node, ast.BoolOp):
+        return all(_evaluate(v, metrics) for v in node.values)
+    if isinstance(node, ast.Call):
+        return _FUNCS[node.func.id](*(_evaluate(a, metrics) for a in node.args))
+    left = _evaluate(node.left, metrics)
+    for op, right_node in zip(node.ops, node.comparators):
+        right = _evaluate(right_node, metrics)
+        if not _OPS[type(op)](left, right):
+            return False
+        left = right
+    return True
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One thing the default run must show, checked on its metrics by ``tests/expectations.py``.
+
+    ``Claim("valid_prob <= chance_prob")``: the text is the check, a comparison over metric names (numbers,
+    ``+ - * /``, ``and``, ``max``, ``min`` and ``abs`` allowed). A claim that needs more takes a function of
+    the metrics dict that returns True when it holds, and the text says what it checks:
+    ``Claim("some fix reaches valid_prob >= 0.9", lambda m: ...)``.
+    """
+    text: str
+    test: Callable[[dict[str, Any]], bool] | None = None
+
+    def __post_init__(self):
+        if self.test is None:
+            try:
+                tree = ast.parse(self.text, mode="eval")
+            except SyntaxError:
+                raise ValueError(f"claim {self.text!r} is not an expression over metric names") from None
+            _check_expression(tree, self.text)
+
+    @property
+    def _tree(self) -> ast.Expression:
+        return ast.parse(self.text, mode="eval")
+
+    def names(self) -> list[str]:
+        """The metrics an expression claim reads (empty for a claim with its own test)."""
+        if self.test is not None:
+            return []
+        return sorted({n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name)} - set(_FUNCS))
+
+    def holds(self, metrics: dict[str, Any]) -> bool:
+        if self.test is not None:
+            return bool(self.test(metrics))
+        return bool(_evaluate(self._tree, metrics))
+
+    def failure(self, metrics: dict[str, Any]) -> str | None:
+        """None when the claim holds, else one line with the claim and the values it saw."""
+        missing = [n for n in self.names() if n not in metrics]
+        if missing:
+            return f"{self.text}: metrics missing {missing}"
+        if self.holds(metrics):
+            return None
+        seen = self.names() or sorted(metrics)
+        return f"{self.text} fails: " + ", ".join(f"{k}={metrics[k]!r}" for k in seen if k in metrics)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Experiments
 
 
 @dataclass
@@ -27,10 +136,16 @@ class Experiment:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: tuple[Callable[[dict], None], ...] = ()
     metrics: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()      # what the default run must show (tests/expectations.py)
+    study: str = ""                     # the folder under studies/ that declares it (set when loaded)
 
     @property
     def notebook(self) -> Path:
         return NOTEBOOKS / f"{self.name}.md"
+
+    def parameters(self) -> dict[str, dict[str, Any]]:
+        """The notebook's parameters as papermill sees them: name -> {type, default, value, help}."""
+        return notebook_parameter_info(self.notebook)
 
     def defaults(self) -> dict[str, Any]:
         return notebook_parameters(self.notebook)
@@ -46,39 +161,123 @@ class Experiment:
         return validate(self.name, self.rules, values, self.checks)
 
 
-_PARAM_CELL = re.compile(r"```\{code-cell\}[^\n]*\n(?::tags:\s*\[([^\]]*)\]\n|---\n(.*?)\n---\n)(.*?)```", re.S)
+# ---------------------------------------------------------------------------------------------------
+# Notebook parameters, read the way papermill reads them
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Literal assignments of the cell tagged ``parameters`` in a MyST notebook."""
-    text = Path(path).read_text()
-    for m in _PARAM_CELL.finditer(text):
-        tags = m.group(1) or m.group(2) or ""
-        if "parameters" not in tags:
-            continue
-        values = {}
-        for node in ast.parse(m.group(3)).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-        return values
-    raise ValueError(f"{path.name} has no cell tagged 'parameters'")
+    """The default values of the cell tagged ``parameters`` in a MyST notebook (a fresh copy)."""
+    return copy.deepcopy({name: info["value"] for name, info in notebook_parameter_info(path).items()})
+
+
+def notebook_parameter_info(path: Path) -> dict[str, dict[str, Any]]:
+    """``papermill.inspect_notebook`` on a MyST notebook: name -> {type, default (source text), value,
+    help}. ``value`` is the default as a Python value. Cached per file version (do not modify)."""
+    path = Path(path)
+    stat = path.stat()
+    return _inspect(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, _mtime_ns: int, _size: int) -> dict[str, dict[str, Any]]:
+    import jupytext
+    import nbformat
+    import papermill
+
+    name = Path(path).name
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"{name} has no cell tagged 'parameters'")
+    # papermill inspects a notebook file: hand it one holding just the parameters cell
+    small = nbformat.v4.new_notebook(metadata=nb.metadata, cells=[cells[0]])
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / f"{Path(name).stem}.ipynb"
+        nbformat.write(small, str(file))
+        found = papermill.inspect_notebook(str(file))
+    source = cells[0].source
+    assigned = [node.targets[0].id if isinstance(node, ast.Assign) else node.target.id
+                for node in ast.parse(source).body
+                if isinstance(node, (ast.Assign, ast.AnnAssign))]
+    if list(found) != assigned:
+        lost = [n for n in assigned if n not in found] or [n for n in found if n not in assigned]
+        raise ValueError(f"{name}: papermill does not read the parameters cell as Python does (parameters "
+                         f"{lost}); write one 'name: type = value  # help' per parameter, without '=' in "
+                         "the help")
+    out = {}
+    for key, info in found.items():
+        try:
+            value = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{name}: the default of parameter {key} is not a literal: "
+                             f"{info['default']}") from None
+        out[key] = {"type": info["inferred_type_name"], "default": info["default"], "value": value,
+                    "help": info["help"]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registration and discovery
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
 def register(exp: Experiment) -> Experiment:
+    """Add an experiment (called by the studies' ``experiment.py``). Claims may read declared metrics only."""
+    if exp.name in REGISTRY:
+        raise ValueError(f"experiment {exp.name} is declared twice")
+    # which study declares it, from the declaring module's name (as namedtuple finds its module)
+    module = sys._getframe(1).f_globals.get("__name__", "")
+    if not exp.study and module.startswith(STUDIES_PACKAGE + "."):
+        exp.study = module[len(STUDIES_PACKAGE) + 1:].split(".")[0]
     exp.rules = {**COMMON, **exp.rules}
+    for claim in exp.claims:
+        unknown = [n for n in claim.names() if n not in exp.metrics]
+        if unknown:
+            raise ValueError(f"experiment {exp.name}: claim {claim.text!r} reads {unknown}, which are not "
+                             f"among its declared metrics {list(exp.metrics)}")
     REGISTRY[exp.name] = exp
     return exp
 
 
-def load_studies() -> dict[str, Experiment]:
-    """Import every study's ``experiment`` module (each registers its experiments); idempotent."""
-    import importlib
+def study_names() -> list[str]:
+    """Every folder under ``studies/`` with an ``experiment.py``, by name."""
+    return sorted(d.name for d in STUDIES_DIR.iterdir() if (d / "experiment.py").is_file())
 
-    for study in STUDIES:
-        importlib.import_module(f"reasoning_lab.studies.{study}.experiment")
+
+def _book_order() -> dict[str, int]:
+    """Notebook name -> position in the book's table of contents (``_toc.yml``)."""
+    toc = ROOT / "_toc.yml"
+    names = re.findall(r"file:\s*notebooks/([\w-]+)", toc.read_text()) if toc.exists() else []
+    return {n: i for i, n in enumerate(names)}
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+_LOADED = False
+
+
+def load_studies() -> dict[str, Experiment]:
+    """Import every study's ``experiment.py`` (each registers its experiments), check that each declared
+    notebook exists, and order the registry as the book does. Idempotent. A missing notebook, or a study
+    whose declaration does not import, raises instead of dropping the experiment."""
+    global _LOADED
+    if _LOADED:
+        return REGISTRY
+    for study in study_names():
+        importlib.import_module(f"{STUDIES_PACKAGE}.{study}.experiment")
+    missing = [f"{e.name} (declared in studies/{e.study}/experiment.py) needs {_shown(e.notebook)}"
+               for e in REGISTRY.values() if not e.notebook.exists()]
+    if missing:
+        raise FileNotFoundError("experiment notebook missing: " + "; ".join(missing))
+    order = _book_order()
+    ranked = sorted(REGISTRY.values(), key=lambda e: order.get(e.name, len(order)))
+    REGISTRY.clear()
+    REGISTRY.update((e.name, e) for e in ranked)
+    _LOADED = True
     return REGISTRY
 
 
@@ -90,8 +289,8 @@ def get(name: str) -> Experiment:
 
 
 def available() -> list[Experiment]:
-    """Registered experiments whose notebook exists, in registration order."""
-    return [e for e in load_studies().values() if e.notebook.exists()]
+    """Every registered experiment, in the book's order (each one's notebook exists: load_studies checks)."""
+    return list(load_studies().values())
 
 
 # ---------------------------------------------------------------------------------------------------

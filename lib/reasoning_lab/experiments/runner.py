@@ -3,16 +3,14 @@
 notebook's checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..io import write_csv
 from . import registry as experiments
 
 RUNS = Path("runs")
@@ -27,10 +25,17 @@ def default_out(name: str) -> Path:
 
 
 def execute(name: str, preset: str = "default", overrides: dict[str, Any] | None = None,
-            out: str | os.PathLike | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Validate, then execute the notebook into ``out``; return its metrics."""
+            out: str | os.PathLike | None = None, quiet: bool = True, stream: bool = False) -> dict[str, Any]:
+    """Validate, then execute the notebook into ``out``; return its metrics.
+
+    Every parameter is checked before anything is written (the device included: asking for ``cuda`` where
+    there is none is a ``ValueError``). With ``stream`` the notebook's output, a line per cell and the
+    training progress bars (as text) go to this process's terminal while the notebook runs."""
     exp = experiments.get(name)
+    if not exp.notebook.exists():
+        raise RunFailed(f"{name}: notebook {exp.notebook} is missing")
     params = exp.resolve(preset, overrides)          # every parameter checked before any work
+    check_device(params.get("device", "auto"))
     out = Path(out) if out else default_out(name)
     out.mkdir(parents=True, exist_ok=True)
     params["output_dir"] = str(out.resolve())
@@ -40,13 +45,15 @@ def execute(name: str, preset: str = "default", overrides: dict[str, Any] | None
 
     nb = jupytext.read(exp.notebook)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    if quiet:
-        os.environ["REASONING_LAB_QUIET"] = "1"
     executed = out / f"{name}.ipynb"
+    # the kernel inherits this environment: quiet runs draw no bars, streamed ones draw text bars
+    env = {"REASONING_LAB_QUIET": "1" if quiet else "0", "REASONING_LAB_PROGRESS": "text" if stream else ""}
+    stream_kw = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if stream else {}
     try:
-        pm.execute_notebook(nb, str(executed), parameters=_jsonable(params), kernel_name="python3",
-                            cwd=str(exp.notebook.parent), progress_bar=False, log_output=False,
-                            report_mode=False)
+        with _environ(env), _cell_log(len(nb.cells) + 1) if stream else contextlib.nullcontext():
+            pm.execute_notebook(nb, str(executed), parameters=_jsonable(params), kernel_name="python3",
+                                cwd=str(exp.notebook.parent), progress_bar=False, log_output=stream,
+                                report_mode=False, kernel_manager_class=ipc_kernel_manager(), **stream_kw)
     except pm.PapermillExecutionError as err:
         raise RunFailed(f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
                         f"(executed notebook: {executed})") from None
@@ -54,6 +61,84 @@ def execute(name: str, preset: str = "default", overrides: dict[str, Any] | None
     if not metrics_file.exists():
         raise RunFailed(f"{name} finished without writing {metrics_file}")
     return json.loads(metrics_file.read_text())
+
+
+def check_device(name: str) -> None:
+    """An explicitly requested accelerator must exist here (``ValueError`` naming ``device`` otherwise);
+    ``auto`` and ``cpu`` always run, without importing torch."""
+    if name not in ("auto", "cpu"):
+        from ..devices import resolve_device
+
+        resolve_device(name)
+
+
+def ipc_kernel_manager():
+    """A kernel manager class whose kernel talks over local IPC sockets (in a private temporary folder)
+    instead of TCP on localhost: no port is opened, and the kernel has no unencrypted TCP to warn about."""
+    import shutil
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            if os.name == "posix":
+                self._ipc_dir = tempfile.mkdtemp(prefix="reasoning-lab-kernel-")
+                kw.setdefault("transport", "ipc")
+                kw.setdefault("ip", os.path.join(self._ipc_dir, "kernel"))
+                kw.setdefault("cache_ports", False)
+            super().__init__(**kw)
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            super().cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_ipc_dir", None):
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    return IPCKernelManager
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _cell_log(n_cells: int):
+    """While streaming: papermill's "Executing Cell N" records become one short line per cell on stderr
+    (``n_cells`` counts the parameters cell papermill injects); its copies of the cells' output are
+    dropped (that output is streamed as it is, bars included)."""
+    import logging
+
+    log = logging.getLogger("papermill")
+
+    class CellLines(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("Executing Cell"):
+                number = msg[len("Executing Cell"):].strip(" -")
+                sys.stderr.write(f"[cell {number}/{n_cells}]\n")
+                sys.stderr.flush()
+
+    handler = CellLines()
+    saved = (log.level, log.propagate)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -85,49 +170,3 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 def point_label(point: dict[str, Any]) -> str:
     safe = lambda v: str(v).replace("/", "_").replace(" ", "").replace("[", "").replace("]", "")
     return "_".join(f"{k}={safe(v)}" for k, v in point.items()) or "base"
-
-
-def sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
-          overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None,
-          devices: list[str] | None = None, log=print) -> list[dict[str, Any]]:
-    """Run every point of ``grid``; with ``devices`` the runs are spread over GPUs, one process per run."""
-    exp = experiments.get(name)
-    points = grid_points(grid)
-    for point in points:                                  # validate the whole grid first
-        exp.resolve(preset, {**(overrides or {}), **point})
-    out = Path(out) if out else RUNS / name / ("sweep-" + time.strftime("%Y%m%d-%H%M%S"))
-    rows: list[dict[str, Any]] = []
-
-    def finish(point, metrics):
-        rows.append({**point, **metrics})
-        log(f"  {point_label(point)}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in metrics.items()))
-        write_csv(out / "sweep.csv", rows)
-
-    if not devices:
-        for point in points:
-            finish(point, execute(name, preset, {**(overrides or {}), **point}, out / point_label(point)))
-        return rows
-
-    pending = list(points)
-    running: dict[str, tuple[subprocess.Popen, dict]] = {}
-    while pending or running:
-        for dev in devices:
-            if dev not in running and pending:
-                point = pending.pop(0)
-                cmd = [sys.executable, "-m", "reasoning_lab.experiments.cli", "run", name, "--preset", preset,
-                       "--out", str(out / point_label(point)), "-p", "device=cuda"]
-                for k, v in {**(overrides or {}), **point}.items():
-                    cmd += ["-p", f"{k}={v}"]
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": dev, "REASONING_LAB_QUIET": "1"}
-                running[dev] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL), point)
-        time.sleep(0.5)
-        for dev, (proc, point) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[dev]
-            if proc.returncode:
-                raise RunFailed(f"sweep point {point_label(point)} failed on device {dev} "
-                                f"(exit {proc.returncode}); see {out / point_label(point)}")
-            finish(point, json.loads((out / point_label(point) / "metrics.json").read_text()))
-    return rows

@@ -1,8 +1,9 @@
 """What a notebook calls first: ``run = lab.start("name", globals())``.
 
-It validates the parameters cell (after papermill's injection), seeds everything, picks the device,
-creates ``output_dir`` when one is given, and gives the notebook one place to record metrics and
-figures (``metrics.json`` and PNGs, each written atomically).
+It validates the parameters cell (after papermill's injection), sets the CPU threads (the one place
+that does: :func:`thread_count`), seeds everything, picks the device, creates ``output_dir`` when one
+is given, and gives the notebook one place to record metrics and figures (``metrics.json`` and PNGs,
+each written atomically).
 """
 from __future__ import annotations
 
@@ -77,13 +78,35 @@ class Run:
         return "\n".join(lines)
 
 
+THREADS_ENV = "REASONING_LAB_THREADS"
+
+
+def thread_count(params: dict[str, Any]) -> int:
+    """How many CPU threads a run uses; 0 leaves PyTorch's default.
+
+    ``REASONING_LAB_THREADS`` wins when it is set (the Makefile sets it to 1 for the book build and the
+    tests: these models are too small to share cores, and the machine may be busy); otherwise the
+    experiment's ``threads`` parameter, where it has one and it is nonzero."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"environment variable {THREADS_ENV}={env!r} is not allowed: expected a "
+                             "positive integer")
+        return int(env)
+    return int(params.get("threads") or 0)
+
+
 def start(name: str, namespace: dict[str, Any]) -> Run:
+    """Validate the notebook's parameters, seed, set the CPU threads (:func:`thread_count`) and the plot
+    style. Where the experiment has a ``threads`` parameter, ``run.p.threads`` is the count in effect."""
     exp = experiments.get(name)
     values = {k: namespace[k] for k in exp.defaults() if k in namespace}
     params = exp.resolve("default", values)
+    threads = thread_count(params)
+    if threads:
+        torch.set_num_threads(threads)
+        if "threads" in params:
+            params["threads"] = threads
     seed_everything(params["seed"])
-    threads = os.environ.get("REASONING_LAB_THREADS")
-    if threads:  # the book build and the tests pin CPU threads: these models are too small to share cores
-        torch.set_num_threads(int(threads))
     use_book_style()
     return Run(name, params)

@@ -9,7 +9,7 @@ from .vocab import ATTRIBUTES, RELATIONS, Vocab, make_vocab
 
 def __getattr__(name):
     # the trainer is imported on first use, so ``python -m reasoning_lab.studies.capacity.train`` runs it cleanly
-    if name in ("CapacityConfig", "Result", "train_capacity"):
+    if name in ("CapacityConfig", "subject_bits", "train_capacity"):
         from . import train
 
         return getattr(train, name)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...experiments.params import Bool, Choice, Float, Int, Rule, Seq
-from ...experiments.registry import LR, POS_INT, WD, Experiment, register
+from ...experiments.registry import LR, POS_INT, WD, Claim, Experiment, register
 
 
 def _capacity_checks(p: dict) -> None:
@@ -54,6 +54,7 @@ register(Experiment(
     },
     checks=(_capacity_checks,),
     metrics=("params", "dataset_entropy_bits", "capacity_bits", "bits_per_param"),
+    claims=(Claim("capacity_bits <= dataset_entropy_bits"),),
 ))
 
 register(Experiment(

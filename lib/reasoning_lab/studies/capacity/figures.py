@@ -62,3 +62,30 @@ def capacity_curves(ax, curves: list[tuple[str, list[float], list[float]]], entr
     ax.set_title("Capacity during training")
     ax.legend(fontsize=8)
     return ax
+
+
+def capacity_vs_params_figure(rows: list[dict], entropy_bits: float, title: str = ""):
+    """The chapter's first figure: measured capacity against parameters, with reference lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    capacity_vs_params(ax, rows, entropy_bits, title=title)
+    return fig
+
+
+def training_figure(rows: list[dict], curves, entropy_bits: float):
+    """Bits per parameter of each model (left) and capacity during training (right)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    bits_per_param(axes[0], rows)
+    capacity_curves(axes[1], curves, entropy_bits)
+    return fig
+
+
+def subject_figure(rows: list[dict], entropy_by_subject: dict[str, float]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    subject_capacity(ax, rows, entropy_by_subject)
+    return fig

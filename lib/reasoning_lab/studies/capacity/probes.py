@@ -8,8 +8,11 @@ cross-entropy plus ``l2`` x squared weights; ``l2`` is chosen per (layer, positi
 cross-validation. All probes, penalties and folds are fit at once as one batched problem (the objectives
 are independent, so minimizing their sum minimizes each).
 
-Rows are split into train/test by (person, relation) pair, so no test pair's hidden states were seen
-when fitting: the positions up to the relation token depend only on that pair (causal attention).
+Rows are split into train/test by *person* (the question's first person), and so are the
+cross-validation folds: the name positions of a person's questions carry the same features whatever
+the relation, so a split by (person, relation) pair would let a test row's name features be seen in
+training. ``collect`` keeps one question per (person, relation) pair, so it returns at most as many
+rows as there are trained 2-hop pairs (``ProbeData.requested`` records what was asked for).
 """
 from __future__ import annotations
 
@@ -27,9 +30,15 @@ POSITIONS = ("first", "middle", "last", "relation", "subject")
 class ProbeData:
     features: torch.Tensor   # [layers+1, positions, n, d]
     labels: torch.Tensor     # [n] class index (bridge's first name)
-    pair: torch.Tensor       # [n] (person, relation) pair id, for splitting
+    pair: torch.Tensor       # [n] (person, relation) pair id
     batch: Batch             # the questions
     n_classes: int
+    person: torch.Tensor | None = None   # [n] first person of each row, for splitting
+    requested: int = 0                   # rows asked for (more than the distinct pairs -> fewer)
+
+    def groups(self) -> torch.Tensor:
+        """The split unit of every row: the first person (the pair where ``person`` is unknown)."""
+        return self.pair if self.person is None else self.person
 
 
 @torch.no_grad()
@@ -55,7 +64,7 @@ def collect(model, bank: QuestionBank, n: int, seed: int = 0, chunk: int = 4096)
         hs = model.hidden_states(batch.tokens[i:i + chunk, :5].to(device))
         states.append(torch.stack(hs).float().cpu())                  # [L+1, B, 5, d]
     feats = torch.cat(states, dim=1).permute(0, 2, 1, 3).contiguous()  # [L+1, 5, n, d]
-    return ProbeData(feats, prof.first[bridge], pair[keep], batch, len(prof.vocab.first))
+    return ProbeData(feats, prof.first[bridge], pair[keep], batch, len(prof.vocab.first), person, n)
 
 
 def _person_ids(bank: QuestionBank, batch: Batch) -> torch.Tensor:
@@ -120,15 +129,16 @@ class ProbeResult:
 
 def run_probes(data: ProbeData, l2_grid=(1e-4, 1e-3, 1e-2), folds: int = 3, test_fraction: float = 0.2,
                seed: int = 0, max_iter: int = 50) -> ProbeResult:
-    """Fit a probe per (layer, position), ``l2`` by ``folds``-fold CV on the training pairs; test on
-    held-out (person, relation) pairs."""
+    """Fit a probe per (layer, position), ``l2`` by ``folds``-fold CV on the training people; test on
+    held-out people (``ProbeData.groups``)."""
     Lp, Pn, n, d = data.features.shape
     g = torch.Generator().manual_seed(seed)
-    pairs = torch.unique(data.pair)
+    groups = data.groups()
+    pairs = torch.unique(groups)
     perm = pairs[torch.randperm(len(pairs), generator=g)]
     n_test_pairs = max(1, int(test_fraction * len(pairs)))
     test_pairs, train_pairs = perm[:n_test_pairs], perm[n_test_pairs:]
-    is_test = torch.isin(data.pair, test_pairs)
+    is_test = torch.isin(groups, test_pairs)
     tr, te = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
     G = Lp * Pn
     X = data.features.reshape(G, n, d)
@@ -138,7 +148,7 @@ def run_probes(data: ProbeData, l2_grid=(1e-4, 1e-3, 1e-2), folds: int = 3, test
     # cross-validation folds over training pairs
     fold_of_pair = torch.randperm(len(train_pairs), generator=g) % folds
     lookup = dict(zip(train_pairs.tolist(), fold_of_pair.tolist()))
-    fold = torch.tensor([lookup[int(p)] for p in data.pair[tr]])
+    fold = torch.tensor([lookup[int(p)] for p in groups[tr]])
     lam = torch.tensor(l2_grid, dtype=torch.float32)
     nL = len(lam)
     # problems ordered (group, l2, fold)
@@ -180,7 +190,77 @@ def model_first_token_loss(model, bank: QuestionBank, data: ProbeData, rows: tor
 def test_rows(data: ProbeData, test_fraction: float = 0.2, seed: int = 0) -> torch.Tensor:
     """The rows ``run_probes`` holds out (same split for the same seed)."""
     g = torch.Generator().manual_seed(seed)
-    pairs = torch.unique(data.pair)
+    pairs = torch.unique(data.groups())
     perm = pairs[torch.randperm(len(pairs), generator=g)]
     test_pairs = perm[:max(1, int(test_fraction * len(pairs)))]
-    return torch.isin(data.pair, test_pairs).nonzero().squeeze(1)
+    return torch.isin(data.groups(), test_pairs).nonzero().squeeze(1)
+
+
+EVAL_SETS = ("train_onehop", "train_twohop", "eval_triples", "eval_first_people")
+
+
+def loss_lines(final: dict, sets=EVAL_SETS) -> str:
+    """Loss and accuracy of a trained model on each evaluation set present in ``final``."""
+    return "\n".join(f"{name:>18}: loss {final[name + '_loss']:.2f} nats, "
+                     f"accuracy {final[name + '_acc']:.1%}" for name in sets if f"{name}_loss" in final)
+
+
+def summary(data: ProbeData, result: ProbeResult, own: dict) -> str:
+    """The best probe against the model's own loss and the unigram baseline, as text."""
+    layer, pos = result.best()
+    return "\n".join([
+        f"{result.n_train} training rows, {result.n_test} test rows, {data.n_classes} classes "
+        f"({len(data.pair)} of {data.requested} requested rows exist)",
+        f"best probe: layer {layer}, position '{POSITIONS[pos]}': accuracy "
+        f"{result.accuracy[layer, pos]:.1%}, loss {result.loss[layer, pos]:.2f} nats",
+        f"model itself (1-hop question, bridge's first name): accuracy {own['accuracy']:.1%}, "
+        f"loss {own['loss']:.2f} nats",
+        f"unigram baseline: accuracy {result.unigram_accuracy:.1%}, "
+        f"loss {result.unigram_loss:.2f} nats"])
+
+
+def metrics(result: ProbeResult, own: dict, final: dict) -> dict:
+    """The chapter's recorded metrics."""
+    layer, pos = result.best()
+    nan = float("nan")
+    return dict(best_probe_layer=layer, best_probe_accuracy=float(result.accuracy[layer, pos]),
+                best_probe_position=POSITIONS[pos], best_probe_loss=float(result.loss[layer, pos]),
+                subject_probe_accuracy=float(result.accuracy[:, -1].max()),
+                model_bridge_accuracy=own["accuracy"], model_bridge_loss=own["loss"],
+                unigram_loss=result.unigram_loss, unigram_accuracy=result.unigram_accuracy,
+                onehop_accuracy=final["train_onehop_acc"],
+                twohop_accuracy=final.get("train_twohop_acc", nan),
+                heldout_triples_accuracy=final.get("eval_triples_acc", nan))
+
+
+def probe_figure(result: ProbeResult, own_loss: float):
+    """Probe accuracy per (layer, position) (left) and probe loss by layer with the baselines
+    dashed (right)."""
+    import matplotlib.pyplot as plt
+
+    from ...plots import heatmap
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"wspace": 0.45})
+    heatmap(axes[0], result.accuracy.numpy(), "Probe accuracy for the bridge's first name",
+            "token position", "layer (0 = embeddings)", vmin=0, vmax=1,
+            colorbar_label="test accuracy")
+    axes[0].set_xticks(range(len(POSITIONS)), POSITIONS)
+    layers = range(result.loss.shape[0])
+    for i, name in enumerate(POSITIONS):
+        axes[1].plot(layers, result.loss[:, i], "o-", label=f"probe at '{name}'")
+    axes[1].axhline(result.unigram_loss, ls="--", color="grey", label="unigram baseline")
+    axes[1].axhline(own_loss, ls="--", color="C3", label="model's own loss (1-hop question)")
+    axes[1].set_xticks(layers)
+    axes[1].set(xlabel="layer (0 = embeddings)", ylabel="test cross-entropy (nats)",
+                title="Probe loss by layer")
+    axes[1].legend(fontsize=8)
+    return fig
+
+
+def glue_values(data: ProbeData, result: ProbeResult, final: dict) -> dict:
+    """The numbers the chapter's prose quotes."""
+    rel = POSITIONS.index("relation")
+    return {"subject_acc": float(result.accuracy[:, -1].max()),
+            "relation_acc": float(result.accuracy[:, rel].max()), "n_classes": data.n_classes,
+            "unigram_acc": result.unigram_accuracy,
+            "triples_acc": final.get("eval_triples_acc", float("nan"))}

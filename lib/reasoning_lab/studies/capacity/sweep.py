@@ -14,7 +14,8 @@ from .entropy import (DatasetEntropy, capacity, capacity_by_subject, capacity_pa
                       two_hop_capacity)
 from .questions import QuestionBank
 from .sizing import config_for_budget, formula_count
-from .train import CapacityConfig, Result, train_capacity
+from ...train import History
+from .train import CapacityConfig, subject_bits, train_capacity
 
 
 def steps_for(exposures: float, bank: QuestionBank, cfg: CapacityConfig) -> int:
@@ -24,7 +25,7 @@ def steps_for(exposures: float, bank: QuestionBank, cfg: CapacityConfig) -> int:
 
 
 def train_model(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int = 0,
-                checkpoint=None) -> tuple[Transformer, Result]:
+                checkpoint=None) -> tuple[Transformer, History]:
     mcfg = config_for_budget(budget, n_layers, len(bank.profiles.vocab))
     torch.manual_seed(seed)
     model = Transformer(mcfg)
@@ -34,7 +35,7 @@ def train_model(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityCon
 
 
 def _train_job(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int, checkpoint,
-               threads: int) -> tuple[dict, Result]:
+               threads: int) -> tuple[dict, History]:
     """One model in a worker process (one thread each: tiny models scale better over processes)."""
     torch.set_num_threads(max(1, threads))
     model, res = train_model(bank, budget, n_layers, replace(cfg, progress=False), seed, checkpoint)
@@ -42,7 +43,7 @@ def _train_job(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConf
 
 
 def train_models(bank: QuestionBank, budgets, n_layers: int, cfg: CapacityConfig, seed: int = 0,
-                 checkpoint=None, workers: int = 1, threads: int = 1) -> list[tuple[Transformer, Result]]:
+                 checkpoint=None, workers: int = 1, threads: int = 1) -> list[tuple[Transformer, History]]:
     """``train_model`` for every budget, in order. With ``workers > 1`` (CPU only) the models train at the
     same time in that many processes, largest first; each model's result is the same as when trained alone.
     ``checkpoint(budget)`` gives each model's checkpoint path (or None)."""
@@ -65,26 +66,26 @@ def train_models(bank: QuestionBank, budgets, n_layers: int, cfg: CapacityConfig
     return out
 
 
-def capacity_history(res: Result, bank: QuestionBank, ent: DatasetEntropy) -> list[float]:
+def capacity_history(res: History, bank: QuestionBank, ent: DatasetEntropy) -> list[float]:
     """1-hop capacity (bits) at every evaluation of a training run."""
     out = []
-    for i in range(len(res.history["step"])):
-        losses = {s: res.history[f"train_onehop_bits_{s}"][i] for s in bank.subjects}
+    for i in range(len(res["step"])):
+        losses = {s: res[f"train_onehop_bits_{s}"][i] for s in bank.subjects}
         out.append(capacity(losses, ent))
     return out
 
 
-def model_row(model: Transformer, res: Result, bank: QuestionBank, schemes: dict[str, DatasetEntropy],
+def model_row(model: Transformer, res: History, bank: QuestionBank, schemes: dict[str, DatasetEntropy],
               main: str = "optimal", two_hop_scheme: str = "big-hash") -> dict[str, float | int | str]:
     """One line of the results table: sizes, exposures, losses and capacity under every scheme."""
     cfg = model.cfg
     P = model.num_params()
-    losses = res.subject_bits("train_onehop", bank.subjects)
+    losses = subject_bits(res, "train_onehop", bank.subjects)
     ent = schemes[main]
     row = {"params": P, "non_embedding_params": count_params(cfg)["non_embedding"],
            "original_formula_params": formula_count(cfg), "d_model": cfg.d_model, "n_layers": cfg.n_layers,
-           "n_heads": cfg.n_heads, "steps": int(res.history["step"][-1]),
-           "exposures": res.history["exposures"][-1], "seconds": round(res.seconds, 1),
+           "n_heads": cfg.n_heads, "steps": int(res["step"][-1]),
+           "exposures": res["exposures"][-1], "seconds": round(res.seconds, 1),
            "onehop_loss_nats": res.final["train_onehop_loss"], "onehop_accuracy": res.final["train_onehop_acc"]}
     cap = capacity(losses, ent)
     row.update(capacity_bits=cap, bits_per_param=cap / P, dataset_entropy_bits=ent.one_hop)
@@ -97,7 +98,7 @@ def model_row(model: Transformer, res: Result, bank: QuestionBank, schemes: dict
         row[f"capacity_{s}"] = v
     for s, v in losses.items():
         row[f"loss_bits_{s}"] = v
-    two = res.subject_bits("train_twohop", bank.subjects)
+    two = subject_bits(res, "train_twohop", bank.subjects)
     if two:
         row["two_hop_capacity_bits"] = two_hop_capacity(two, ent, two_hop_scheme)
         row["two_hop_dataset_entropy_bits"] = ent.two_hop(two_hop_scheme)

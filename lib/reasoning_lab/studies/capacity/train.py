@@ -2,9 +2,10 @@
 
 There is no fixed dataset and no epoch: each step samples ``batch_size`` questions (1-hop, or 1-hop and
 2-hop mixed ``1 : 1/hop_ratio`` as the original's ``order_weights``), and the loss is the answer-token
-NLL summed per question and averaged over questions. AdamW, linear warm-up then cosine decay to
-``final_lr`` x ``lr``, gradient clipping. Atomic checkpoints; a rerun with the same checkpoint resumes and
-ends where an uninterrupted run ends.
+NLL summed per question and averaged over questions. The steps run in the library's one loop
+(:func:`reasoning_lab.train.fit`): AdamW (fused on CPU and CUDA), linear warm-up then cosine decay to
+``final_lr`` x ``lr``, gradient clipping, bf16 autocast on CUDA, atomic checkpoints; a rerun with the same
+checkpoint resumes and ends where an uninterrupted run ends.
 
 Run as a script for full-size runs, on one device or under ``torchrun`` (DDP: the batch is split over the
 ranks, each rank draws its own questions)::
@@ -17,14 +18,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...io import progress, torch_save
+from ...evaluate import answer_logprobs
+from ...train import History, LoopConfig, _dist, fit, learning_rate
 from .questions import Batch, QuestionBank
 
 
@@ -50,12 +52,17 @@ class CapacityConfig:
     progress: bool | None = None
     desc: str | None = None
 
+    def loop_config(self) -> LoopConfig:
+        """The :class:`~reasoning_lab.train.LoopConfig` of this run: AdamW, warm-up then cosine."""
+        return LoopConfig(
+            steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, betas=tuple(self.betas),
+            schedule="cosine", warmup_steps=max(1, int(self.warmup * self.steps)), final_lr=self.final_lr,
+            grad_clip=self.grad_clip, eval_every=max(1, self.steps // max(1, self.evals)),
+            checkpoint_path=self.checkpoint_path, checkpoint_every=self.checkpoint_every, device=self.device,
+            progress=self.progress, desc=self.desc)
+
     def lr_at(self, step: int) -> float:
-        warm = max(1, int(self.warmup * self.steps))
-        if step < warm:
-            return self.lr * (step + 1) / warm
-        t = (step - warm) / max(1, self.steps - warm)
-        return self.lr * (self.final_lr + (1 - self.final_lr) * 0.5 * (1 + math.cos(math.pi * t)))
+        return learning_rate(self.loop_config(), step)
 
 
 class AnswerLoss(nn.Module):
@@ -80,23 +87,11 @@ class AnswerLoss(nn.Module):
         return F.cross_entropy(logits.float(), tokens[:, 1:][:, cols][keep], reduction="sum") / B
 
 
-@torch.no_grad()
 def question_losses(model: nn.Module, batch: Batch, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per question: summed answer NLL (nats) and exact match of the greedy answer (teacher-forced)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    losses, correct = [], []
-    for i in range(0, len(batch), chunk):
-        x = batch.tokens[i:i + chunk].to(device)
-        m = batch.answer[i:i + chunk, 1:].to(device)
-        logp = F.log_softmax(model(x[:, :-1]).float(), -1)
-        tgt = x[:, 1:]
-        tok = logp.gather(-1, tgt[..., None]).squeeze(-1)
-        losses.append(-(tok * m).sum(1).cpu())
-        correct.append(((logp.argmax(-1) == tgt) | ~m).all(1).cpu())
-    model.train(was)
-    return torch.cat(losses), torch.cat(correct)
+    """Per question: summed answer NLL (nats) and exact match of the greedy answer (teacher-forced), from
+    :func:`reasoning_lab.evaluate.answer_logprobs`."""
+    lp = answer_logprobs(model, (batch.tokens, batch.answer), chunk)
+    return -lp["whole"], lp["correct"]
 
 
 def by_subject(values: torch.Tensor, subject: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
@@ -116,33 +111,46 @@ def evaluate(model: nn.Module, sets: dict[str, Batch], subjects: tuple[str, ...]
     return out
 
 
-@dataclass
-class Result:
-    history: dict[str, list[float]] = field(default_factory=dict)
-    final: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def add(self, **kv):
-        for k, v in kv.items():
-            self.history.setdefault(k, []).append(float(v))
-
-    def subject_bits(self, split: str, subjects) -> dict[str, float]:
-        return {s: self.final[f"{split}_bits_{s}"] for s in subjects if f"{split}_bits_{s}" in self.final}
+def subject_bits(res: History, split: str, subjects) -> dict[str, float]:
+    """Final per-subject loss (bits) of ``split`` (e.g. ``"train_onehop"``), for the subjects it has."""
+    return {s: res.final[f"{split}_bits_{s}"] for s in subjects if f"{split}_bits_{s}" in res.final}
 
 
-def _dist():
-    import torch.distributed as dist
+class QuestionBatches:
+    """Fresh questions every step: ``local_batch`` per rank, 2-hop ones at rate ``p2`` once ``phase2`` is
+    on (at once without a curriculum). Each rank draws from its own generator; the checkpointed state
+    holds every rank's generator and the exposure counts."""
 
-    if dist.is_available() and dist.is_initialized():
-        return dist, dist.get_rank(), dist.get_world_size()
-    return None, 0, 1
+    def __init__(self, bank: QuestionBank, local_batch: int, p2: float, phase2: bool, seed: int, device):
+        self.dist, self.rank, self.world = _dist()
+        self.bank, self.local_batch, self.p2, self.phase2, self.device = bank, local_batch, p2, phase2, device
+        self.generator = torch.Generator().manual_seed(seed * 1000003 + self.rank)
+        self.seen = {"one": 0.0, "two": 0.0}
+
+    def batch(self, step: int) -> Batch:
+        frac2 = self.p2 if self.phase2 else 0.0
+        batch = self.bank.sample(self.local_batch, frac2, self.generator).to(self.device)
+        k2 = int(round(self.local_batch * frac2))
+        self.seen["one"] += (self.local_batch - k2) * self.world
+        self.seen["two"] += k2 * self.world
+        return batch
+
+    def state_dict(self) -> dict:
+        gens = [self.generator.get_state()]
+        if self.dist is not None:
+            gens = [None] * self.world
+            self.dist.all_gather_object(gens, self.generator.get_state())
+        return {"generators": gens, "phase2": self.phase2, "seen": dict(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generators"][self.rank].cpu())
+        self.phase2, self.seen = state["phase2"], dict(state["seen"])
 
 
-def train_capacity(model: nn.Module, bank: QuestionBank, cfg: CapacityConfig) -> Result:
-    """Train ``model`` in place on questions from ``bank``; returns the evaluation history and final values."""
-    import time
-
-    dist, rank, world = _dist()
+def train_capacity(model: nn.Module, bank: QuestionBank, cfg: CapacityConfig) -> History:
+    """Train ``model`` in place on questions from ``bank`` with :func:`reasoning_lab.train.fit`; returns the
+    evaluation history (``final``: the last evaluation, ``seconds``: training time)."""
+    dist, _rank, world = _dist()
     device = torch.device(cfg.device)
     model.to(device)
     loss_fn: nn.Module = AnswerLoss(model)
@@ -150,81 +158,23 @@ def train_capacity(model: nn.Module, bank: QuestionBank, cfg: CapacityConfig) ->
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         loss_fn = DDP(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                            **({"fused": True} if device.type == "cuda" else {}))
-    local_batch = max(1, cfg.batch_size // world)
-    g = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
     sets = bank.eval_sets(cfg.eval_questions, cfg.seed, two_hop=cfg.two_hop)
     p2 = 1.0 / (1.0 + cfg.hop_ratio) if cfg.two_hop else 0.0
-    res, step, phase2 = Result(), 0, not cfg.curriculum
-    seen = {"one": 0.0, "two": 0.0}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generators"][rank])
-        res = Result(state["history"], state["final"], state["seconds"])
-        step, phase2, seen = state["step"], state["phase2"], state["seen"]
-
-    def save():
-        if ckpt is None:
-            return
-        res.seconds = time.perf_counter() - t0
-        gens = [g.get_state()]
-        if dist is not None:
-            gens = [None] * world
-            dist.all_gather_object(gens, g.get_state())
-        if rank == 0:
-            torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generators": gens,
-                        "history": res.history, "final": res.final, "seconds": res.seconds, "step": step,
-                        "phase2": phase2, "seen": seen}, ckpt)
-        if dist is not None:
-            dist.barrier()
-
-    eval_every = max(1, cfg.steps // max(1, cfg.evals))
+    batches = QuestionBatches(bank, max(1, cfg.batch_size // world), p2, not cfg.curriculum, cfg.seed, device)
     n_facts = bank.n * bank.K
-    t0 = time.perf_counter() - res.seconds
-    model.train()
-    for step in progress(range(step, cfg.steps), total=cfg.steps, desc=cfg.desc, enabled=cfg.progress):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        frac2 = p2 if phase2 else 0.0
-        batch = bank.sample(local_batch, frac2, g).to(device)
-        if autocast is not None:
-            with autocast:
-                loss = loss_fn(batch.tokens, batch.answer)
-        else:
-            loss = loss_fn(batch.tokens, batch.answer)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        k2 = int(round(local_batch * frac2))
-        seen["one"] += (local_batch - k2) * world
-        seen["two"] += k2 * world
-        done = step + 1
-        if done % eval_every == 0 or done == cfg.steps:
-            ev = evaluate(model, sets, bank.subjects)
-            res.seconds = time.perf_counter() - t0
-            res.add(step=done, exposures=seen["one"] / n_facts, two_hop_questions=seen["two"],
-                    train_loss=loss.item(), seconds=res.seconds, **ev)
-            res.final = ev
-            if not phase2 and ev["train_onehop_loss"] < 1.0:
-                phase2 = True
-            model.train()
-        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            step = done
-            save()
-    step = cfg.steps
-    res.seconds = time.perf_counter() - t0
-    save()
-    model.eval()
-    return res
+    history = History()
+
+    def objective(_forward, batch: Batch):
+        return loss_fn(batch.tokens, batch.answer), 1
+
+    def evaluate_now(done: int) -> dict:
+        ev = evaluate(model, sets, bank.subjects)
+        if not batches.phase2 and ev["train_onehop_loss"] < 1.0:
+            batches.phase2 = True
+        return {"step": done, "exposures": batches.seen["one"] / n_facts,
+                "two_hop_questions": batches.seen["two"], "seconds": history.seconds, **ev}
+
+    return fit(model, batches, objective, cfg.loop_config(), evaluate=evaluate_now, histories=[history])[0]
 
 
 # --- command line (single device or torchrun) ---------------------------------------------------------
@@ -269,14 +219,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     args = build_parser().parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # under torchrun (which sets TORCHELASTIC_RUN_ID) the model is wrapped in DDP even with one process
+    distributed = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
     device = resolve_device(args.device)
-    if world > 1:
+    if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-    rank = dist.get_rank() if world > 1 else 0
+    rank = dist.get_rank() if distributed else 0
     try:
         seed_everything(args.seed)
         if args.profiles_file:
@@ -299,23 +251,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                              checkpoint_every=max(1, steps // 10))
         res = train_capacity(model, bank, cfg)
         ent = dataset_entropy(profiles, "optimal")
-        cap = capacity(res.subject_bits("train_onehop", bank.subjects), ent)
+        cap = capacity(subject_bits(res, "train_onehop", bank.subjects), ent)
         metrics = {"params": model.num_params(), "d_model": mcfg.d_model, "n_layers": mcfg.n_layers,
-                   "steps": steps, "world_size": world, "exposures": res.history["exposures"][-1],
+                   "steps": steps, "world_size": world, "exposures": res["exposures"][-1],
                    "dataset_entropy_bits": ent.one_hop, "capacity_bits": cap,
                    "bits_per_param": cap / model.num_params(), "seconds": res.seconds,
                    "train_onehop_loss": res.final["train_onehop_loss"]}
         if args.two_hop:
-            metrics["two_hop_capacity_bits"] = two_hop_capacity(res.subject_bits("train_twohop", bank.subjects),
+            metrics["two_hop_capacity_bits"] = two_hop_capacity(subject_bits(res, "train_twohop", bank.subjects),
                                                                 ent, "big-hash")
             metrics.update({k: v for k, v in res.final.items() if k.endswith("_loss")})
+        metrics["distributed"] = distributed
         if rank == 0:
             if out is not None:
                 write_json(out / "metrics.json", metrics)
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return metrics
     finally:
-        if world > 1:
+        if distributed:
             dist.destroy_process_group()
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...experiments.params import Float, Int
-from ...experiments.registry import REVERSAL_PAPER, TRANSFORMER_RULES, Experiment, heads_divide, register
+from ...experiments.registry import REVERSAL_PAPER, TRANSFORMER_RULES, Claim, Experiment, heads_divide, register
 
 
 def _chain_split(p: dict) -> None:
@@ -31,6 +31,8 @@ register(Experiment(
     presets={"paper": {**REVERSAL_PAPER, "held_out_fraction": 0.3}},
     checks=(heads_divide, _chain_split),
     metrics=("train_prob", "valid_prob", "valid_two_step_prob", "chance_prob"),
+    claims=(Claim("train_prob >= 0.99"), Claim("valid_prob <= 2 * chance_prob"),
+            Claim("valid_two_step_prob >= 0.9")),
 ))
 
 register(Experiment(
@@ -40,4 +42,5 @@ register(Experiment(
     presets={"paper": {**REVERSAL_PAPER, "id_pool": 600, "n_train": 200, "n_valid": 50}},
     checks=(heads_divide, _related_split),
     metrics=("train_prob", "valid_prob", "chance_prob"),
+    claims=(Claim("valid_prob >= 0.9"),),
 ))

@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ...data import SeqData
-from ..reversal.task import entity_words, score_matrix, sequences
+from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
+from ...evaluate import answer_logprobs, model_device, score_matrix
 
 DIRECT, INDIRECT = 0, 1
 N_RELATIONS = 2
@@ -39,11 +38,28 @@ def n_held_out(n_triples: int, held_out_fraction: float) -> int:
     return int(round(held_out_fraction * n_triples))
 
 
+class _Triples(TaskData):
+    """What both chain tasks share: sentences of one kind for chosen triples, and a chance level over the
+    triples' answers. Each task says how its entities are written (``entity``)."""
+
+    KINDS = {"ab": ("a", DIRECT, "b"), "bc": ("b", DIRECT, "c"), "ac": ("a", INDIRECT, "c")}
+
+    @property
+    def n_answers(self) -> int:
+        return self.n_triples
+
+    def entity(self, which: str, triples: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sentences(self, kind: str, triples: torch.Tensor) -> SeqData:
+        """``kind`` = ``"ab"`` (A → B), ``"bc"`` (B → C) or ``"ac"`` (A ↝ C) for the given triples."""
+        left, rel, right = self.KINDS[kind]
+        return sequences(self.entity(left, triples), rel, self.entity(right, triples))
+
+
 @dataclass
-class ChainData:
-    train: SeqData                # A → B and B → C for every triple, A ↝ C for training triples
-    valid: SeqData                # A ↝ C for held-out triples
-    vocab_size: int               # model vocabulary: relation tokens + entity token range
+class ChainData(_Triples):
+    # train: A → B and B → C for every triple, A ↝ C for training triples; valid: A ↝ C for held-out ones
     a: torch.Tensor               # [n_triples, word_size]
     b: torch.Tensor
     c: torch.Tensor
@@ -58,33 +74,21 @@ class ChainData:
     def word_size(self) -> int:
         return self.a.shape[1]
 
-    @property
-    def chance_prob(self) -> float:
-        """Uniform guess over the entities that can fill the answer slot."""
-        return 1.0 / self.n_triples
-
-    def sentences(self, kind: str, triples: torch.Tensor) -> SeqData:
-        """``kind`` = ``"ab"`` (A → B), ``"bc"`` (B → C) or ``"ac"`` (A ↝ C) for the given triples."""
-        left, rel, right = {"ab": (self.a, DIRECT, self.b), "bc": (self.b, DIRECT, self.c),
-                            "ac": (self.a, INDIRECT, self.c)}[kind]
-        return sequences(left[triples], rel, right[triples])
+    def entity(self, which: str, triples: torch.Tensor) -> torch.Tensor:
+        return getattr(self, which)[triples]
 
 
 def make_chain_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
                     held_out_fraction: float = 0.3) -> ChainData:
     g = torch.Generator().manual_seed(seed)
-    alphabet = vocab_size // 4
-    if alphabet < 2:
+    if vocab_size // 4 < 2:
         raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
     n = n_chain_triples(vocab_size, word_size)
     n_valid = n_held_out(n, held_out_fraction)
     if not 1 <= n_valid <= n - 1:
         raise ValueError(f"parameter held_out_fraction={held_out_fraction} is not allowed: it holds out "
                          f"{n_valid} of {n} triples; expected between 1 and {n - 1}")
-    ids = torch.randperm(vocab_size, generator=g)[: 3 * alphabet] + N_RELATIONS
-    a = entity_words(ids[:alphabet], word_size, n, g)
-    b = entity_words(ids[alphabet:2 * alphabet], word_size, n, g)
-    c = entity_words(ids[2 * alphabet:], word_size, n, g)
+    a, b, c = (entity_words(al, word_size, n, g) for al in entity_alphabets(vocab_size, 3, g, N_RELATIONS))
     perm = torch.randperm(n, generator=g)
     train_t, valid_t = perm[: n - n_valid].sort().values, perm[n - n_valid:].sort().values
     data = ChainData(None, None, vocab_size + N_RELATIONS, a, b, c, train_t, valid_t)  # type: ignore[arg-type]
@@ -96,10 +100,9 @@ def make_chain_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
 
 
 @dataclass
-class RelatedChainData:
-    train: SeqData                # x i → y i and y i → z i for every triple, x i ↝ z i for training triples
-    valid: SeqData                # x i ↝ z i for held-out triples
-    vocab_size: int
+class RelatedChainData(_Triples):
+    # train: x i → y i and y i → z i for every triple, x i ↝ z i for training triples; valid: x i ↝ z i
+    # for held-out ones. The chance level is a guess over the ``z i`` entities that occur in the data.
     x: int                        # the three fixed class tokens
     y: int
     z: int
@@ -112,18 +115,10 @@ class RelatedChainData:
     def n_triples(self) -> int:
         return len(self.index)
 
-    @property
-    def chance_prob(self) -> float:
-        """Uniform guess over the ``z i`` entities that occur in the data."""
-        return 1.0 / self.n_triples
-
-    def sentences(self, kind: str, index: torch.Tensor) -> SeqData:
-        """``kind`` in ``"ab"`` (x i → y i), ``"bc"`` (y i → z i), ``"ac"`` (x i ↝ z i) for index tokens ``index``."""
-        left, rel, right = {"ab": (self.x, DIRECT, self.y), "bc": (self.y, DIRECT, self.z),
-                            "ac": (self.x, INDIRECT, self.z)}[kind]
-        n = len(index)
-        return sequences(torch.stack([torch.full((n,), left), index], 1), rel,
-                         torch.stack([torch.full((n,), right), index], 1))
+    def entity(self, which: str, index: torch.Tensor) -> torch.Tensor:
+        """Entity ``x i`` / ``y i`` / ``z i`` (``which`` = a / b / c) for the index tokens ``index``."""
+        cls = {"a": self.x, "b": self.y, "c": self.z}[which]
+        return torch.stack([torch.full((len(index),), cls), index], 1)
 
 
 def make_related_chain_data(vocab_size: int = 800, id_pool: int = 600, n_train: int = 200,
@@ -152,18 +147,12 @@ def make_related_chain_data(vocab_size: int = 800, id_pool: int = 600, n_train: 
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 
-def _device(model: torch.nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def greedy_entity(model: torch.nn.Module, prefix: torch.Tensor, length: int) -> torch.Tensor:
     """Continue each row of ``prefix`` [N, P] by ``length`` argmax tokens (over the whole vocabulary)."""
     was_training = model.training
     model.eval()
-    seq = prefix.to(_device(model))
+    seq = prefix.to(model_device(model))
     for _ in range(length):
         nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
@@ -171,17 +160,12 @@ def greedy_entity(model: torch.nn.Module, prefix: torch.Tensor, length: int) -> 
     return seq[:, prefix.shape[1]:].cpu()
 
 
-@torch.no_grad()
 def entity_logprob(model: torch.nn.Module, prefix: torch.Tensor, entity: torch.Tensor) -> torch.Tensor:
-    """log p(entity | prefix) summed over the entity's tokens, per row: [N]."""
-    was_training = model.training
-    model.eval()
-    dev = _device(model)
-    seq = torch.cat([prefix, entity], 1).to(dev)
-    logp = F.log_softmax(model(seq[:, :-1]).float(), -1)[:, prefix.shape[1] - 1:]
-    out = logp.gather(-1, entity.to(dev)[..., None]).squeeze(-1).sum(1)
-    model.train(was_training)
-    return out.cpu()
+    """log p(entity | prefix) summed over the entity's tokens, per row: [N] (:func:`answer_logprobs`)."""
+    tokens = torch.cat([prefix, entity], 1)
+    answer = torch.zeros_like(tokens, dtype=torch.bool)
+    answer[:, prefix.shape[1]:] = True
+    return answer_logprobs(model, (tokens, answer))["whole"]
 
 
 def _query(left: torch.Tensor, relation: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ...experiments.params import Choice, Float, Int, Seq
-from ...experiments.registry import (LR, POS_INT, REVERSAL_PAPER, TRANSFORMER_RULES, WD, Experiment,
+from ...experiments.registry import (LR, POS_INT, REVERSAL_PAPER, TRANSFORMER_RULES, WD, Claim, Experiment,
                                      heads_divide, register)
 
 
@@ -28,6 +28,7 @@ register(Experiment(
     presets={"paper": REVERSAL_CURSE_PAPER},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
+    claims=(Claim("train_prob >= 0.99"), Claim("valid_prob <= chance_prob")),
 ))
 
 
@@ -47,12 +48,20 @@ register(Experiment(
     presets={"paper": {**REVERSAL_PAPER, "vocab_size": 400, "n_a": 100, "n_b": 10, "max_len": 1024, "threads": 0}},
     checks=(heads_divide, _icl_sizes, _position_table(lambda p: 7)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
+    claims=(Claim("valid_prob >= 0.9"),),
 ))
+
 
 def _fix_methods(p: dict) -> None:
     if "methods" in p and ("baseline" not in p["methods"] or len(set(p["methods"])) != len(p["methods"])):
         raise ValueError(f"parameter methods={p['methods']!r} is not allowed: expected distinct methods "
                          "including 'baseline' (every fix is compared with it)")
+
+
+def _a_fix_works(m: dict) -> bool:
+    """At least one fix (a ``valid_prob_<fix>`` other than the baseline) answers the reverse questions."""
+    fixes = [v for k, v in m.items() if k.startswith("valid_prob_") and k != "valid_prob_baseline"]
+    return bool(fixes) and max(fixes) >= 0.9
 
 
 register(Experiment(
@@ -66,4 +75,6 @@ register(Experiment(
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1), _fix_methods),
     metrics=("valid_prob_baseline", "valid_prob_reversed_relations", "valid_prob_identity_bridge",
              "valid_prob_masked", "valid_prob_weight_decay", "valid_prob_tied", "chance_prob"),
+    claims=(Claim("some fix reaches valid_prob_<fix> >= 0.9", _a_fix_works),
+            Claim("valid_prob_baseline <= chance_prob")),
 ))

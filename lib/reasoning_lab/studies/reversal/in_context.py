@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...data import SeqData
+from ...data import SeqData, TaskData
 
 FORWARD, BACKWARD, LINK = 0, 1, 2
 N_RELATIONS = 3
@@ -20,17 +20,13 @@ SEQ_LEN = 7
 
 
 @dataclass
-class ReversalICLData:
-    train: SeqData
-    valid: SeqData
-    vocab_size: int        # model vocabulary: relation tokens + entity token range
+class ReversalICLData(TaskData):
     a: torch.Tensor        # [n_a] A token ids
     b: torch.Tensor        # [n_b] B token ids
 
     @property
-    def chance_prob(self) -> float:
-        """Uniform guess over the A tokens, the entities that can fill the answer slot."""
-        return 1.0 / len(self.a)
+    def n_answers(self) -> int:     # the A tokens
+        return len(self.a)
 
 
 def icl_sentences(a: torch.Tensor, b: torch.Tensor) -> SeqData:

@@ -8,15 +8,12 @@ the score of an entity is the sum of the log-probabilities of its tokens at thei
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-from ...io import progress, restore_training_state, torch_save, training_state
 from ...data import SeqData
-from ...train import History, TrainConfig, make_optimizer
+from ...evaluate import answer_logprobs, evaluate
+from ...train import EpochBatches, History, TrainConfig, epoch_loop_config, fit
 
 
 def uniform_masks(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -36,87 +33,60 @@ def masked_loss(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor
     return F.cross_entropy(logits[mask].float(), tokens[mask])
 
 
-@torch.no_grad()
 def masked_answer_logprobs(model: torch.nn.Module, data: SeqData, mask_id: int,
                            batch_size: int = 4096) -> dict[str, torch.Tensor]:
     """Per sentence: log p(answer entity) with all its tokens masked at once (sum over them), and whether
-    every answer token is the model's top prediction."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    whole, correct = [], []
-    for start in range(0, len(data), batch_size):
-        part = data.take(slice(start, start + batch_size)).to(device)
-        logp = F.log_softmax(model(part.tokens.masked_fill(part.answer, mask_id)).float(), -1)
-        tok = logp.gather(-1, part.tokens[..., None]).squeeze(-1)
-        whole.append((tok * part.answer).sum(1).cpu())
-        correct.append(((logp.argmax(-1) == part.tokens) | ~part.answer).all(1).cpu())
-    model.train(was_training)
-    return {"whole": torch.cat(whole), "correct": torch.cat(correct)}
+    every answer token is the model's top prediction (:func:`answer_logprobs` on the masked inputs)."""
+    lp = answer_logprobs(model, data, batch_size, inputs=data.tokens.masked_fill(data.answer, mask_id))
+    return {"whole": lp["whole"], "correct": lp["correct"]}
 
 
 def evaluate_masked(model: torch.nn.Module, splits: dict[str, SeqData], mask_id: int) -> dict[str, float]:
     """``<split>_nll``, ``<split>_prob`` and ``<split>_acc`` of the masked answer entity, as in ``evaluate``."""
-    out = {}
-    for name, data in splits.items():
-        if len(data) == 0:
-            continue
-        lp = masked_answer_logprobs(model, data, mask_id)
-        out[f"{name}_nll"] = -lp["whole"].mean().item()
-        out[f"{name}_prob"] = lp["whole"].exp().mean().item()
-        out[f"{name}_acc"] = lp["correct"].float().mean().item()
-    return out
+    return evaluate(model, splits, mask_id=mask_id, batch_size=4096)
+
+
+class MaskedBatches(EpochBatches):
+    """Shuffled epochs of sentences, each batch with fresh uniform-rate masks (their own generator)."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int, device):
+        super().__init__(len(tokens), batch_size, [seed])
+        self.tokens, self.target_device = tokens, device
+        self.masks = torch.Generator().manual_seed(seed + 1)
+
+    def batch(self, step: int):
+        idx, _, n = super().batch(step)
+        x = self.tokens[idx]
+        mask = uniform_masks(len(x), x.shape[1], self.masks)
+        return x.to(self.target_device), mask.to(self.target_device), n
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "masks": self.masks.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.masks.set_state(state["masks"].cpu())
 
 
 def train_masked(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig, mask_id: int,
                  eval_splits: dict[str, SeqData] | None = None) -> History:
     """Train ``model`` (bidirectional attention) with MLM-U on the sentences of ``train_data``.
 
-    Same optimiser, shuffling, evaluation schedule, checkpoints and resume as :func:`training.train`;
-    ``loss_whole_sequence`` does not apply (the masks decide what is predicted).
+    The loop, optimiser, shuffling, evaluation schedule, checkpoints and resume of :func:`reasoning_lab.train.train`
+    (:func:`reasoning_lab.train.fit`); ``loss_whole_sequence`` does not apply (the masks decide what is
+    predicted).
     """
     if getattr(getattr(model, "cfg", None), "causal", True):
         raise ValueError("train_masked needs a model with causal=False (attention to both sides)")
     device = torch.device(cfg.device)
     model.to(device)
     eval_splits = {"train": train_data} if eval_splits is None else eval_splits
-    optimizer = make_optimizer(model, cfg, device)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    masks = torch.Generator().manual_seed(cfg.seed + 1)
-    history, start_epoch = History(), 0
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        restore_training_state(state, model, optimizer, device, shuffle=shuffle, masks=masks)
-        history, start_epoch = History(state["history"]), state["epoch"]
+    batches = MaskedBatches(train_data.tokens, cfg.batch_size, cfg.seed, device)
+    spe = batches.steps_per_epoch
 
-    def save(epoch: int) -> None:
-        if ckpt is not None:
-            torch_save({**training_state(model, optimizer, device, shuffle=shuffle, masks=masks),
-                        "history": history.data, "epoch": epoch}, ckpt)
+    def objective(forward, batch):
+        x, mask, n = batch
+        return masked_loss(forward, x, mask, mask_id), n
 
-    tokens = train_data.tokens
-    steps = math.ceil(len(tokens) / cfg.batch_size)
-    model.train()
-    for epoch in progress(range(start_epoch, cfg.epochs), total=cfg.epochs, desc=cfg.desc, enabled=cfg.progress):
-        order = torch.randperm(len(tokens), generator=shuffle)
-        total = 0.0
-        for b in range(steps):
-            x = tokens[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            mask = uniform_masks(len(x), x.shape[1], masks)
-            loss = masked_loss(model, x.to(device), mask.to(device), mask_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total += loss.item() * len(x)
-        done = epoch + 1
-        if done % cfg.eval_every == 0 or done == cfg.epochs:
-            history.add(epoch=done, train_loss=total / len(tokens), **evaluate_masked(model, eval_splits, mask_id))
-            model.train()
-        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
-            save(done)
-    save(cfg.epochs)
-    model.eval()
-    return history
+    return fit(model, batches, objective, epoch_loop_config(cfg, spe),
+               evaluate=lambda done: {"epoch": done // spe, **evaluate_masked(model, eval_splits, mask_id)})[0]

@@ -12,24 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ...stacked import build_models
-
-from ...train import train_seeds
-from ...model import model_from_params
-from ...experiments.params import as_dict
+from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
 from ...devices import seed_everything
-from ...train import History, config_from_params, train
-from ...data import SeqData
+from ...evaluate import score_matrix
+from ...experiments.params import as_dict
+from ...model import model_from_params
+from ...stacked import build_models
+from ...train import History, config_from_params, train, train_seeds
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2
 
 
 @dataclass
-class ReversalData:
-    train: SeqData
-    valid: SeqData
-    vocab_size: int               # model vocabulary: relation tokens + entity token range
+class ReversalData(TaskData):
     a: torch.Tensor               # [n_pairs, word_size] token ids of A entities
     b: torch.Tensor               # [n_pairs, word_size] token ids of B entities
     train_pairs: torch.Tensor     # indices of pairs with both directions in training
@@ -41,49 +37,15 @@ class ReversalData:
         return self.a.shape[0]
 
     @property
-    def chance_prob(self) -> float:
-        """Uniform guess over the entities that can fill the answer slot."""
-        return 1.0 / self.n_pairs
-
-
-def entity_words(alphabet: torch.Tensor, word_size: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` distinct words of ``word_size`` tokens from ``alphabet``, drawn uniformly without replacement."""
-    size = len(alphabet)
-    total = size ** word_size
-    if total <= 10_000_000:  # enumerate the word space and shuffle it
-        codes = torch.randperm(total, generator=generator)[:n]
-    else:  # sample codes, keep the first occurrence of each, repeat until n are distinct
-        codes = torch.empty(0, dtype=torch.long)
-        while len(codes) < n:
-            merged = torch.cat([codes, torch.randint(total, (2 * n,), generator=generator)])
-            order = torch.argsort(merged, stable=True)
-            first = torch.ones(len(merged), dtype=torch.bool)
-            first[1:] = merged[order][1:] != merged[order][:-1]
-            keep = torch.zeros(len(merged), dtype=torch.bool)
-            keep[order[first]] = True
-            codes = merged[keep][:n]
-    digits = torch.stack([(codes // size ** i) % size for i in reversed(range(word_size))], dim=1)
-    return alphabet[digits]
-
-
-def sequences(left: torch.Tensor, relation: int, right: torch.Tensor) -> SeqData:
-    """Rows ``left relation right`` with the ``right`` entity as the answer."""
-    n, k = left.shape
-    rel = torch.full((n, 1), relation, dtype=torch.long)
-    tokens = torch.cat([left, rel, right], dim=1)
-    answer = torch.zeros_like(tokens, dtype=torch.bool)
-    answer[:, k + 1:] = True
-    return SeqData(tokens, answer)
+    def n_answers(self) -> int:     # any entity of the answer's class
+        return self.n_pairs
 
 
 def make_reversal_data(vocab_size: int = 800, word_size: int = 1, seed: int = 0,
                        train_fraction: float = 0.7) -> ReversalData:
     g = torch.Generator().manual_seed(seed)
-    alphabet = vocab_size // 4
-    if alphabet < 2:
-        raise ValueError(f"parameter vocab_size={vocab_size} is not allowed: expected at least 8")
-    ids = torch.randperm(vocab_size, generator=g)[: 2 * alphabet] + N_RELATIONS
-    a_alpha, b_alpha = ids[:alphabet], ids[alphabet:]
+    a_alpha, b_alpha = entity_alphabets(vocab_size, 2, g, N_RELATIONS)
+    alphabet = len(a_alpha)
     n_pairs = min(alphabet ** word_size, 2 * alphabet)
     a = entity_words(a_alpha, word_size, n_pairs, g)
     b = entity_words(b_alpha, word_size, n_pairs, g)
@@ -133,37 +95,6 @@ def query_groups(data: ReversalData) -> dict[str, tuple[torch.Tensor, torch.Tens
         "valid_unseen": (torch.cat([data.b[vf], data.a[vb]]), torch.cat([rel(BACKWARD, n_f), rel(FORWARD, n_b)]),
                          torch.cat([data.a[vf], data.b[vb]])),
     }
-
-
-@torch.no_grad()
-def score_matrix(model: torch.nn.Module, prefixes: torch.Tensor, answers: torch.Tensor, score: str = "logit",
-                 batch_size: int = 4096) -> torch.Tensor:
-    """``[n, m]`` matrix: how strongly the model continues prefix ``i`` with answer entity ``j``.
-
-    ``score="logit"``: the next-token logit of the first token of answer ``j`` after prefix ``i`` (what the
-    original heat-maps show). ``score="logprob"``: ``log p(answer j | prefix i)`` summed over all its tokens
-    (teacher forcing), which is the right score for entities longer than one token.
-    """
-    if score not in ("logit", "logprob"):
-        raise ValueError(f"score={score!r} is not allowed: expected 'logit' or 'logprob'")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    prefixes, answers = prefixes.to(device), answers.to(device)
-    n, m = len(prefixes), len(answers)
-    if score == "logit":
-        out = model(prefixes)[:, -1, :].float()[:, answers[:, 0]]
-    else:
-        P, k = prefixes.shape[1], answers.shape[1]
-        rows = torch.cat([prefixes.repeat_interleave(m, 0), answers.repeat(n, 1)], dim=1)   # [n*m, P+k]
-        parts = []
-        for start in range(0, len(rows), batch_size):
-            x = rows[start:start + batch_size]
-            logp = torch.log_softmax(model(x[:, :-1]).float(), -1)[:, P - 1:]              # predicts answers
-            parts.append(logp.gather(-1, x[:, P:, None]).squeeze(-1).sum(-1))
-        out = torch.cat(parts).view(n, m)
-    model.train(was_training)
-    return out.cpu()
 
 
 def logit_matrices(model: torch.nn.Module, data: ReversalData, view: str = "relation",
@@ -245,7 +176,7 @@ def fit_seeds(p, train_sets: list[SeqData], eval_splits: list[dict[str, SeqData]
               snapshot_every: int = 1, **overrides) -> list[Fit]:
     """:func:`fit` for every seed at once: seed ``seeds[s]`` trains on ``train_sets[s]`` and is evaluated on
     ``eval_splits[s]``, and all of them train as one batched model
-    (:func:`reasoning_lab.ensemble.train_seeds`) — the same models as separate :func:`fit` calls up to
+    (:func:`reasoning_lab.train.train_seeds`) — the same models as separate :func:`fit` calls up to
     float rounding, in less time. ``snapshot(model, epoch)``, if given, sees the first seed's model after
     every ``snapshot_every``-th epoch and the last; ``checkpoint`` is one file for all seeds."""
     params, max_len = _model_params(p, train_sets[0], overrides)

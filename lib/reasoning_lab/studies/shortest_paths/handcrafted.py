@@ -145,6 +145,12 @@ class HandcraftedBFS(nn.Module):
             X[:, 0, N + 1:2 * N + 1] = 1.0
         return X
 
+    def label(self, d: torch.Tensor) -> torch.Tensor:
+        """BFS distances in this model's convention (the appendix outputs N + 1 for unreachable)."""
+        if self.constants["style"] == "appendix":
+            return torch.where(d == UNREACHABLE, self.N + 1, d)
+        return d
+
     def squash(self, x: torch.Tensor) -> torch.Tensor:
         c = self.constants
         if c["style"] == "appendix":
@@ -237,27 +243,38 @@ def exactness(model: HandcraftedBFS, edges: torch.Tensor, labels: torch.Tensor, 
 
 
 def perturb_and_retrain(max_vertices: int, seed: int, steps: int, batch_size: int, lr: float,
-                        dtype=torch.float32, kind: str | None = None) -> dict:
-    """Destroy one Q/K/V matrix (seeded), then retrain all Q/K/V with Adam on fresh random graphs.
+                        dtype=torch.float32, kind: str | None = None, checkpoint=None,
+                        checkpoint_every: int = 0, constants: str | dict = "scaled") -> dict:
+    """Destroy one Q/K/V matrix (seeded), then retrain all Q/K/V with Adam on fresh random graphs
+    (:func:`reasoning_lab.train.fit`; with ``checkpoint`` a rerun resumes).
 
     Returns the destroyed matrix, its head/layer index and the per-step training MSE (step 0 is the
-    loss of the destroyed model before any update).
+    loss of the destroyed model before any update; the last, after ``steps`` updates, on one more batch).
+    ``constants`` as in :class:`HandcraftedBFS`; the labels follow the model's convention for an
+    unreachable vertex.
     """
+    from ...train import LoopConfig, fit
+    from .model import GraphBatches
+
     gen = torch.Generator().manual_seed(seed)
-    model = HandcraftedBFS(max_vertices, dtype=dtype)
+    model = HandcraftedBFS(max_vertices, constants=constants, dtype=dtype)
     kind, index = destroy_matrix(model, gen, kind)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps + 1):
-        edges, labels = random_graphs(batch_size, max_vertices, gen)
-        loss = (model(edges) - labels.to(dtype)).pow(2).mean()
-        losses.append(float(loss.detach()))
-        if len(losses) > steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return {"kind": kind, "index": index, "losses": losses, "seed": seed}
+    batches = GraphBatches(lambda n, g: random_graphs(n, max_vertices, g), batch_size, gen)
+
+    def mse(forward, edges, labels):
+        return (forward(edges) - model.label(labels).to(dtype)).pow(2).mean()
+
+    def objective(forward, batch):
+        _step, (edges, labels) = batch
+        loss = mse(forward, edges, labels)
+        return loss, 1, {"loss": float(loss.detach())}
+
+    cfg = LoopConfig(steps=steps, lr=lr, optimizer="adam", bf16=False, checkpoint_path=checkpoint,
+                     checkpoint_every=checkpoint_every, progress=False)
+    history = fit(model, batches, objective, cfg)[0]
+    with torch.no_grad():
+        final = float(mse(model, *batches.batch(steps)[1]))
+    return {"kind": kind, "index": index, "losses": history.data.get("loss", []) + [final], "seed": seed}
 
 
 def draw_residual(ax, X: torch.Tensor, N: int, title: str = "") -> None:
@@ -278,3 +295,69 @@ def draw_residual(ax, X: torch.Tensor, N: int, title: str = "") -> None:
         ax.set_title(title)
     ax.figure.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="value")
     del np
+
+
+def exactness_rows(sizes, generator: torch.Generator, graphs: int = 256) -> list[dict]:
+    """MSE and max |error| of the scaled and the appendix constants on random graphs with all
+    ``n`` vertices present, for every ``n`` in ``sizes`` (each in its own unreachable convention)."""
+    rows = []
+    for n in sizes:
+        edges, d = random_graphs(graphs, n, generator, exact_n=True)
+        ours = exactness(HandcraftedBFS(n), edges, d)
+        appendix = HandcraftedBFS(n, constants="appendix")
+        app = exactness(appendix, edges, appendix.label(d))
+        rows.append({"n": n, "mse": ours["mse"], "max_abs_error": ours["max_abs_error"],
+                     "appendix_mse": app["mse"], "appendix_max_abs_error": app["max_abs_error"]})
+    return rows
+
+
+def exactness_table(rows: list[dict]) -> str:
+    lines = [f"{'N':>3} | {'ours: MSE':>10} {'max |err|':>10} | {'appendix: MSE':>14} {'max |err|':>10}"]
+    lines += [f"{r['n']:>3} | {r['mse']:10.2e} {r['max_abs_error']:10.2e} | "
+              f"{r['appendix_mse']:14.2e} {r['appendix_max_abs_error']:10.2e}" for r in rows]
+    return "\n".join(lines)
+
+
+def long_path_example(n: int, generator: torch.Generator, min_distance: int = 4, pool: int = 256):
+    """One random graph with all ``n`` vertices and a reachable ``d(1, 2) >= min_distance``."""
+    edges, d = random_graphs(pool, n, generator, exact_n=True)
+    pick = int(torch.nonzero((d >= min_distance) & (d < UNREACHABLE))[0])
+    return edges[pick:pick + 1], d[pick:pick + 1]
+
+
+def residual_figure(X: torch.Tensor, N: int, title: str = ""):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    draw_residual(ax, X, N, title)
+    return fig
+
+
+def constants_table(sizes) -> str:
+    """The scaled constants for each graph size."""
+    return "\n".join(f"N = {n:2d}: a = {c['a']:.2f}, b = {c['b']:.2f}, squash slope s = {c['s']:.0f}, "
+                     f"theta = {c['theta']:.4f}, read-out c = {c['c']:.1f}"
+                     for n in sizes for c in [scaled_constants(n)])
+
+
+def check_text(check: dict, labels: torch.Tensor, N: int) -> str:
+    return (f"{len(labels)} graphs, n in [3, {N}]: MSE = {check['mse']:.3e}, max |error| = "
+            f"{check['max_abs_error']:.3e}; unreachable {(labels == UNREACHABLE).float().mean():.0%}")
+
+
+def reach_figure(states: list[torch.Tensor], distance: int, N: int):
+    """Vertex 1's REACH block after every layer; a dashed line at the first row reaching vertex 2."""
+    import matplotlib.pyplot as plt
+
+    from ...plots import heatmap
+
+    model_slice = slice(N + 1, 2 * N + 1)
+    reach1 = torch.stack([s[0, 1, model_slice] for s in states]).double().numpy()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    heatmap(ax, reach1, "vertex 1's REACH block, layer by layer", "vertex",
+            "layers applied (0 = input)", vmin=0, vmax=1, cmap="viridis",
+            colorbar_label="REACH value")
+    ax.set_xticks(range(N), range(1, N + 1))
+    if distance < UNREACHABLE:
+        ax.axhline(distance - 1 - 0.5, color="white", ls="--", lw=1.2)
+    return fig

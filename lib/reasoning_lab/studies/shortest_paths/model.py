@@ -9,13 +9,12 @@ edge token ``(a, b)`` = ``[E(a), E(b)]``, target token = ``[E(t), E(TARGET)]``, 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ...train import History, LoopConfig, fit
 from .data import UNREACHABLE, make_batch
 
 
@@ -50,21 +49,6 @@ class PathTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-@dataclass
-class TrainLog:
-    """Per-step training loss, overall and per label group (NaN where a group is absent)."""
-    step: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    by_label: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def add(self, step: int, loss: float, groups: dict[str, float]) -> None:
-        self.step.append(step)
-        self.loss.append(loss)
-        for k, v in groups.items():
-            self.by_label.setdefault(k, []).append(v)
-
-
 LABEL_GROUPS = {"1": (1, 1), "2": (2, 2), "3": (3, 3), "4+": (4, UNREACHABLE - 1),
                 "unreachable": (UNREACHABLE, UNREACHABLE)}
 
@@ -77,39 +61,56 @@ def _group_losses(sq: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return out
 
 
+class GraphBatches:
+    """Fresh graph batches every step from one generator: ``batch(step)`` is ``(step, tensors)`` with
+    ``tensors = draw(batch_size, generator)`` moved to ``device``. The generator is the caller's (its
+    state is what a checkpoint saves)."""
+
+    def __init__(self, draw, batch_size: int, generator: torch.Generator, device="cpu"):
+        self.draw, self.batch_size, self.generator, self.device = draw, batch_size, generator, device
+
+    def batch(self, step: int) -> tuple[int, tuple[torch.Tensor, ...]]:
+        return step, tuple(t.to(self.device) for t in self.draw(self.batch_size, self.generator))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
+
 def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split: str, steps: int,
-                batch_size: int, generator: torch.Generator, log: TrainLog | None = None,
+                batch_size: int, generator: torch.Generator, log: History | None = None,
                 schedule=None, data_kw: dict | None = None, device="cpu", start_step: int = 0,
-                grad_clip: float = 0.0, on_step=None) -> TrainLog:
-    """``steps`` Adam steps on fresh batches of ``split``; ``schedule(step) -> lr`` if given;
-    ``grad_clip > 0`` clips the global gradient norm; ``on_step(step, model)``, if given, is called after
-    every step (e.g. to record snapshots; it may switch the model to eval mode, training resumes after)."""
-    log = log or TrainLog()
+                grad_clip: float = 0.0, on_step=None, checkpoint=None, checkpoint_every: int = 0) -> History:
+    """``steps`` optimizer steps on fresh batches of ``split`` (:func:`reasoning_lab.train.fit` with the MSE
+    objective); ``schedule(step) -> lr`` if given (else the optimizer's learning rate); ``grad_clip > 0``
+    clips the global gradient norm; ``on_step(step, model)``, if given, is called after every step (e.g.
+    to record snapshots; it may switch the model to eval mode, training resumes after). The history
+    (``log``, continued when given) records every step's ``step``, ``loss`` and ``by_label`` losses.
+    With ``checkpoint`` (a path) the run saves every ``checkpoint_every`` steps and at the end, and a
+    second call with the same path resumes from it."""
     data_kw = data_kw or {}
-    model.train()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step = start_step + i
-        if schedule is not None:
-            for g in optimizer.param_groups:
-                g["lr"] = schedule(step)
-        edges, targets, labels = make_batch(split, batch_size, generator, **data_kw)
-        edges, targets, labels = edges.to(device), targets.to(device), labels.to(device)
-        pred = model(edges, targets)
-        sq = (pred - labels.float()) ** 2
+    batches = GraphBatches(lambda n, g: make_batch(split, n, g, **data_kw), batch_size, generator, device)
+
+    def objective(forward, batch):
+        step, (edges, targets, labels) = batch
+        sq = (forward(edges, targets) - labels.float()) ** 2
         loss = sq.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        log.add(step, float(loss.detach()), _group_losses(sq.detach(), labels))
-        if on_step is not None:
-            on_step(step, model)
+        return loss, 1, {"step": start_step + step, "loss": float(loss.detach()),
+                         **{f"by_label/{k}": v for k, v in _group_losses(sq.detach(), labels).items()}}
+
+    hooks = []
+    if on_step is not None:
+        def call(done, _h):
+            on_step(start_step + done - 1, model)
             model.train()
-    log.seconds += time.perf_counter() - t0
-    model.eval()
-    return log
+        hooks.append(call)
+    cfg = LoopConfig(steps=steps, lr=None, schedule=(lambda i: schedule(start_step + i)) if schedule else "constant",
+                     grad_clip=grad_clip or None, device=device, bf16=False, checkpoint_path=checkpoint,
+                     checkpoint_every=checkpoint_every, progress=False)
+    return fit(model, batches, objective, cfg, hooks=hooks, optimizer=optimizer,
+               histories=[log if log is not None else History()])[0]
 
 
 @torch.no_grad()

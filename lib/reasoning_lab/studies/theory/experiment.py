@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...experiments.params import Float, Int, Seq
-from ...experiments.registry import Experiment, register
+from ...experiments.registry import Claim, Experiment, register
 
 
 def _bilinear_vocab(p: dict) -> None:
@@ -28,6 +28,7 @@ register(Experiment(
                        "seeds": 20, "rate_seeds": 1000}},
     checks=(_bilinear_vocab,),
     metrics=("train_loss_ratio", "reverse_loss_ratio", "epsilon"),
+    claims=(Claim("train_loss_ratio < reverse_loss_ratio"),),
 ))
 
 register(Experiment(
@@ -37,4 +38,5 @@ register(Experiment(
     presets={"paper": {"n_pairs": 200, "n_heldout": 60, "vocab": 802, "lr_y": 2.0, "lr_z": 2.0, "steps": 20000}},
     checks=(_one_layer_sizes,),
     metrics=("forward_weight", "reverse_weight", "indirect_weight"),
+    claims=(Claim("forward_weight > max(reverse_weight, indirect_weight)"),),
 ))
