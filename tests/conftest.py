@@ -14,6 +14,11 @@ def pytest_addoption(parser):
                      help="folder of <experiment>.json metrics from the notebook tests (tests/expectations.py)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "grid: trains a chapter's defaults at every setting of a grid "
+                                       "(minutes on two cores)")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (full-size models on the CPU) run only with RUN_SLOW=1 (``make test-slow``)
     or when asked for with ``-m``; otherwise they are deselected."""

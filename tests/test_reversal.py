@@ -257,7 +257,8 @@ def test_fit_method_runs_every_method():
         assert 0.0 <= f.history.last("valid_prob") <= 1.0 and len(f.history["epoch"]) == 2
         assert (f.model.head.weight is f.model.tok_emb.weight) == (m == "tied")
         assert f.model.cfg.causal == (m != "masked")
-        extra = {"reversed_copies": 2, "identity_neutral": 1, "masked": 1}.get(m, 0)
+        extra = {"reversed_copies": 2, "identity_neutral": 1, "masked": 1, "reversed_relations": 6,
+                 "two_relations": 2}.get(m, 0)
         assert f.model.cfg.vocab_size == d.vocab_size + extra
     with pytest.raises(ValueError, match="method='nope'"):
         fx.fit_method(p, d, "nope", seed=0, device="cpu")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ...experiments.params import Choice, Int, Seq
+from ...experiments.params import Choice, Float, Int, Seq
 from ...experiments.registry import (LR, POS_INT, REVERSAL_PAPER, TRANSFORMER_RULES, WD, Claim, Experiment,
                                      heads_divide, register)
 
@@ -23,7 +23,8 @@ REVERSAL_CURSE_PAPER = {**REVERSAL_PAPER, "max_len": 1024, "threads": 0}
 register(Experiment(
     "reversal-curse", "The reversal curse",
     rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
-           "threads": Int(0, 1024)},
+           "threads": Int(0, 1024),
+           "epochs": Int(0), "lr": Float(0.0, 10.0)},     # 0: chosen by runs.curse_schedule
     presets={"paper": REVERSAL_CURSE_PAPER},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1)),
     metrics=("train_prob", "valid_prob", "chance_prob"),
@@ -67,11 +68,12 @@ register(Experiment(
     "reversal-fixes", "What breaks the reversal curse",
     rules={**TRANSFORMER_RULES, "vocab_size": Int(8, 100_000), "word_size": Int(1, 3), "max_len": Int(0, 100_000),
            "strong_weight_decay": WD, "masked_epochs": POS_INT, "masked_lr": LR, "threads": Int(0, 1024),
-           "methods": Seq(Choice("baseline", "reversed_copies", "identity_bridge", "identity_neutral", "masked",
+           "methods": Seq(Choice("baseline", "reversed_copies", "reversed_relations",
+                                 "two_relations", "identity_bridge", "identity_neutral", "masked",
                                  "weight_decay", "tied"))},
     presets={"paper": {**REVERSAL_CURSE_PAPER, "seeds": 3, "masked_epochs": 3000, "masked_lr": 0.001}},
     checks=(heads_divide, _position_table(lambda p: 2 * p.get("word_size", 1) + 1), _fix_methods),
-    metrics=("valid_prob_baseline", "valid_prob_reversed_copies", "valid_prob_identity_bridge",
+    metrics=("valid_prob_baseline", "valid_prob_reversed_relations", "valid_prob_identity_bridge",
              "valid_prob_masked", "valid_prob_weight_decay", "valid_prob_tied", "chance_prob"),
     claims=(Claim("some fix reaches valid_prob_<fix> >= 0.9", _a_fix_works),
             Claim("valid_prob_baseline <= chance_prob")),

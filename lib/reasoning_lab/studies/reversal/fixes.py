@@ -9,6 +9,13 @@ relation token) and changes only what the model is trained on, or how:
 * ``identity_bridge`` — every entity is stated equal to itself under the relation whose answers are of its
   class: ``Aᵢ ← Aᵢ`` and ``Bᵢ → Bᵢ`` (identity bridge, Ma et al. 2026). No sentence pairs Aᵢ with Bᵢ.
 * ``identity_neutral`` — the same identities under a new token ``Eᵢ = Eᵢ`` instead.
+* ``reversed_relations`` — reversed copies where the relation token carries information: every entity
+  gets a second partner under a second relation pair (``Aᵢ ⇀ Bᵢ₊₁``, ``Bᵢ₊₁ ↽ Aᵢ``, indices mod the
+  number of pairs, all trained), so that after ``Bᵢ`` the relation token decides between two different
+  answers; then every training sentence is given reversed under a new token per relation. A model that
+  ignores the relation token can give the right answer of a held-out question at most probability 1/2.
+* ``two_relations`` — the second relation alone, without reversed copies (the control of
+  ``reversed_relations``).
 
 New relation tokens get the ids just past the data's vocabulary, so entity ids do not move.
 """
@@ -53,7 +60,43 @@ def identity_sentences(data: ReversalData, neutral: bool = False) -> tuple[SeqDa
     return SeqData.cat([sequences(data.a, BACKWARD, data.a), sequences(data.b, FORWARD, data.b)]), 0
 
 
-DATA_METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral")
+def second_relation(data: ReversalData) -> tuple[SeqData, int]:
+    """``Aᵢ ⇀ Bᵢ₊₁`` and ``Bᵢ₊₁ ↽ Aᵢ`` for every pair ``i`` (indices mod ``n_pairs``; the pairs are in
+    random order), with ``⇀ = vocab_size`` and ``↽ = vocab_size + 1``. Returns the sentences and the
+    number of new tokens (2). No sentence puts a pair's own ``Aᵢ`` and ``Bᵢ`` together."""
+    partner = data.b.roll(-1, dims=0)                 # row i: B_{i+1}
+    return SeqData.cat([sequences(data.a, data.vocab_size, partner),
+                        sequences(partner, data.vocab_size + 1, data.a)]), 2
+
+
+def reversed_under_new_tokens(seq: SeqData, word_size: int, relations: torch.Tensor,
+                              first_new: int) -> SeqData:
+    """``Y r' X`` for every sentence ``X r Y`` of ``seq``, ``r'`` = ``first_new`` + the position of ``r``
+    in ``relations`` (one new token per relation)."""
+    left, rel, right = split_sentences(seq, word_size)
+    index = (rel[:, None] == relations[None]).int().argmax(1)
+    if not (relations[index] == rel).all():
+        raise ValueError("every relation of the sentences must be listed in relations")
+    tokens = torch.cat([right, (first_new + index)[:, None], left], dim=1)
+    answer = torch.zeros_like(tokens, dtype=torch.bool)
+    answer[:, word_size + 1:] = True
+    return SeqData(tokens, answer)
+
+
+def reversed_relations(data: ReversalData, word_size: int) -> tuple[SeqData, int]:
+    """The extra sentences of ``reversed_relations``: the second relation (:func:`second_relation`) and
+    the reversed copy of every sentence of the training set and the second relation, under the tokens
+    ``vocab_size + 2 ..`` ``+ 5`` (copies of →, ←, ⇀, ↽). Returns the sentences and the number of new
+    tokens (6)."""
+    second, _ = second_relation(data)
+    v = data.vocab_size
+    relations = torch.tensor([FORWARD, BACKWARD, v, v + 1])
+    everything = SeqData.cat([data.train, second])
+    return SeqData.cat([second, reversed_under_new_tokens(everything, word_size, relations, v + 2)]), 6
+
+
+DATA_METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral",
+                "reversed_relations", "two_relations")
 
 
 def training_set(data: ReversalData, method: str, word_size: int) -> tuple[SeqData, int]:
@@ -64,16 +107,33 @@ def training_set(data: ReversalData, method: str, word_size: int) -> tuple[SeqDa
         return data.train, data.vocab_size
     if method == "reversed_copies":
         extra, new = reversed_copies(data, word_size)
+    elif method == "reversed_relations":
+        extra, new = reversed_relations(data, word_size)
+    elif method == "two_relations":
+        extra, new = second_relation(data)
     else:
         extra, new = identity_sentences(data, neutral=method == "identity_neutral")
     return SeqData.cat([data.train, extra]), data.vocab_size + new
+
+
+def describe_methods(data: ReversalData, word_size: int,
+                     methods=("reversed_relations", "identity_bridge", "identity_neutral")) -> str:
+    """One line per data method: its number of training sentences, vocabulary and first extra
+    sentence."""
+    lines = []
+    for method in methods:
+        train, vocab = training_set(data, method, word_size)
+        lines.append(f"{method:>18}: {len(train)} training sentences, vocabulary {vocab}, e.g. "
+                     f"{train.tokens[len(data.train)].tolist()}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------
 # One training run per method
 
 
-METHODS = ("baseline", "reversed_copies", "identity_bridge", "identity_neutral", "masked", "weight_decay", "tied")
+METHODS = ("baseline", "reversed_copies", "reversed_relations", "two_relations", "identity_bridge",
+           "identity_neutral", "masked", "weight_decay", "tied")
 
 
 def _method_run(params: dict, data: ReversalData, method: str) -> tuple[SeqData, int, dict]:
