@@ -24,6 +24,7 @@ class build_py_with_notebooks(build_py):
         self.mkpath(str(dest))
         for src in sources:
             self.copy_file(str(src), str(dest / src.name))
+        self.copy_file(str(HERE / "_toc.yml"), str(dest / "_toc.yml"))   # the book's order of the chapters
 
 
 setup(cmdclass={"build_py": build_py_with_notebooks})

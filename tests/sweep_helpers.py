@@ -64,7 +64,13 @@ def checkpoint_epoch(point: Path) -> int | None:
     files = sorted((point / "checkpoints").glob("*.pt")) if (point / "checkpoints").exists() else []
     if not files:
         return None
-    return int(torch.load(files[0], map_location="cpu", weights_only=False)["epoch"])
+    state = torch.load(files[0], map_location="cpu", weights_only=False)
+    if "epoch" in state:
+        return int(state["epoch"])
+    # the training loop's checkpoint counts steps; its history records the epoch of each evaluation,
+    # and a checkpoint is written at an evaluated epoch
+    epochs = state["histories"][0]["data"].get("epoch", [])
+    return int(epochs[-1]) if epochs else None
 
 
 def wait_for_checkpoint(point: Path, proc=None, timeout: float = 300.0) -> int:

@@ -52,7 +52,7 @@ def check(work: Path) -> list[str]:
     sh([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)], cwd=work)
     (wheel,) = dist.glob("reasoning_lab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(Path(n).name for n in names if n.startswith("reasoning_lab/notebooks/"))
+    shipped = sorted(Path(n).name for n in names if n.startswith("reasoning_lab/notebooks/") and n.endswith(".md"))
     sources = sorted(p.name for p in (ROOT / "notebooks").glob("*.md"))
     if shipped != sources:
         raise SystemExit(f"wheel check FAILED: {wheel.name} ships notebooks {shipped}, expected {sources}")

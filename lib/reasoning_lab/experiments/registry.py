@@ -247,8 +247,11 @@ def study_names() -> list[str]:
 
 
 def _book_order() -> dict[str, int]:
-    """Notebook name -> position in the book's table of contents (``_toc.yml``)."""
+    """Notebook name -> position in the book's table of contents (``_toc.yml``; a regular install carries
+    a copy beside its notebooks)."""
     toc = ROOT / "_toc.yml"
+    if not toc.exists():
+        toc = NOTEBOOKS / "_toc.yml"
     names = re.findall(r"file:\s*notebooks/([\w-]+)", toc.read_text()) if toc.exists() else []
     return {n: i for i, n in enumerate(names)}
 

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
