@@ -235,7 +235,10 @@ def main(argv=None) -> int:
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lab-check-") as tmp:
         tmp = Path(tmp)
-        env = {**os.environ, marker.split("=")[0]: marker.split("=")[1],
+        # the kernel must use its inline backend: an inherited MPLBACKEND (the unit tests set Agg) would
+        # make every plt.show() in the notebook draw nothing
+        inherited = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        env = {**inherited, marker.split("=")[0]: marker.split("=")[1],
                "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
                "REASONING_LAB_QUIET": "1"}
         jupyter = Path(sys.executable).with_name("jupyter")

@@ -147,3 +147,12 @@ def score_matrix(model: torch.nn.Module, prefixes: torch.Tensor, answers: torch.
         out = answer_logprobs(model, (rows, answer), batch_size)["whole"].view(n, m)
     model.train(was_training)
     return out.cpu()
+
+
+def diagonal_accuracy(matrix: torch.Tensor) -> float:
+    """Fraction of rows whose largest entry is on the diagonal (ties count as misses)."""
+    M = torch.as_tensor(matrix)
+    diag = M.diagonal()
+    others = M.clone()
+    others.fill_diagonal_(float("-inf"))
+    return (diag > others.max(1).values).float().mean().item()

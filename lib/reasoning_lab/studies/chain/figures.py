@@ -9,7 +9,7 @@ import torch
 
 from ... import plots
 from ...experiments.registry import ROOT
-from ..reversal.task import diagonal_accuracy
+from ...evaluate import diagonal_accuracy
 from . import task as chain
 
 SWEEP_FILE = ROOT / "book" / "data" / "chain-sweep.csv"

@@ -14,7 +14,7 @@ import torch
 
 from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
 from ...devices import seed_everything
-from ...evaluate import score_matrix
+from ...evaluate import diagonal_accuracy, score_matrix  # noqa: F401  (rv.diagonal_accuracy)
 from ...experiments.params import as_dict
 from ...model import model_from_params
 from ...stacked import build_models
@@ -113,15 +113,6 @@ def logit_matrices(model: torch.nn.Module, data: ReversalData, view: str = "rela
         prefix = torch.cat([query, rel[:, None]], 1) if view == "relation" else query[:, :1]
         out[name] = score_matrix(model, prefix, answer, score)
     return out
-
-
-def diagonal_accuracy(matrix: torch.Tensor) -> float:
-    """Fraction of rows whose largest entry is on the diagonal (ties count as misses)."""
-    M = torch.as_tensor(matrix)
-    diag = M.diagonal()
-    others = M.clone()
-    others.fill_diagonal_(float("-inf"))
-    return (diag > others.max(1).values).float().mean().item()
 
 
 def embedding_token_ids(data: ReversalData) -> torch.Tensor:
