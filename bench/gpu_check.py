@@ -86,6 +86,13 @@ def preset(name: str, which: str = "paper", overrides: dict | None = None) -> di
     return get(name).resolve(which, overrides or {})
 
 
+def reversal_schedule(p: dict) -> tuple[int, float]:
+    """The reversal chapter's epochs and learning rate (its parameters say 0 for "from the schedule")."""
+    from reasoning_lab.studies.reversal.runs import curse_schedule
+
+    return curse_schedule(p["word_size"], p["pos_encoding"], p["epochs"], p["lr"])
+
+
 def reversal_sets(p: dict, seeds: list[int]) -> list:
     from reasoning_lab.studies.reversal import task as rv
 
@@ -581,6 +588,7 @@ def check_reversal_paper_cudagraphs(ctx: Context, fig: dict) -> None:
 def _default_setup(ctx: Context):
     if "rev_default" not in ctx.cache:
         p = preset("reversal-curse", "default", ctx.s["default"])
+        p["epochs"], p["lr"] = reversal_schedule(p)      # 0 = the chapter's schedule for this setting
         seeds = list(range(p["seed"], p["seed"] + p["seeds"]))
         sets = reversal_sets(p, seeds)
         ctx.cache["rev_default"] = (p, seeds, sets)
