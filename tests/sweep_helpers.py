@@ -60,8 +60,15 @@ def sweep_rows(out: Path, key: str) -> dict[str, dict]:
         return {r[key]: r for r in csv.DictReader(fh)}
 
 
+def checkpoint_files(point: Path) -> list[Path]:
+    """A point's checkpoints, without the hidden temporary file of a write that a kill interrupted (the
+    rename that publishes a checkpoint never happened for it)."""
+    folder = point / "checkpoints"
+    return sorted(f for f in folder.glob("*.pt") if not f.name.startswith(".")) if folder.exists() else []
+
+
 def checkpoint_epoch(point: Path) -> int | None:
-    files = sorted((point / "checkpoints").glob("*.pt")) if (point / "checkpoints").exists() else []
+    files = checkpoint_files(point)
     if not files:
         return None
     state = torch.load(files[0], map_location="cpu", weights_only=False)

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from sweep_helpers import MARK, TINY, checkpoint_epoch, marked_env, sweep_rows, wait_for_checkpoint, wait_no_marked
+from sweep_helpers import MARK, TINY, checkpoint_epoch, checkpoint_files, marked_env, sweep_rows, wait_for_checkpoint, wait_no_marked
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "srun")
@@ -180,7 +180,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert json.loads((long / "status.json").read_text())["status"] == "cancelled"
     stopped_at = checkpoint_epoch(long)
     assert epoch <= stopped_at < 600                    # cancelled mid-run, its checkpoint kept
-    checkpoint = sorted((long / "checkpoints").glob("*.pt"))
+    checkpoint = checkpoint_files(long)
     assert wait_no_marked(mark) == []                   # no job process (kernel included) is left
     assert all(state in ("COMPLETED", "CANCELLED") for state in _squeue(slurm.env).values())
 
@@ -214,7 +214,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert [rows[e]["status"] for e in ("2", "3", "600")] == ["done", "done", "done"]
     assert rows["600"]["job"] not in (job, second)
     # the rerun continued the same checkpoint file (same folder, same settings) to the end
-    assert sorted((long / "checkpoints").glob("*.pt")) == checkpoint and checkpoint_epoch(long) == 600
+    assert checkpoint_files(long) == checkpoint and checkpoint_epoch(long) == 600
     assert wait_no_marked(mark) == []
 
 
