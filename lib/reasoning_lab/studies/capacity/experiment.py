@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...experiments.params import Bool, Choice, Float, Int, Rule, Seq
-from ...experiments.registry import LR, POS_INT, WD, Claim, Experiment, register
+from ...experiments.registry import BETAS, LR, POS_INT, WD, Claim, Experiment, register
 
 
 def _capacity_checks(p: dict) -> None:
@@ -40,7 +40,8 @@ CAPACITY_DATA_RULES: dict[str, Rule] = {
 register(Experiment(
     "capacity", "Knowledge capacity: bits per parameter",
     rules={**CAPACITY_DATA_RULES, "budgets": Seq(Int(1000, 10**11)), "exposures": Float(0.0, 1e7, open_lo=True),
-           "workers": Int(1, 256),
+           "workers": Int(1, 256), "betas": BETAS, "schedule": Choice("cosine", "warmup"),
+           "warmup_steps": Int(0, 10**9),
            "name_scheme": Choice("optimal", "enumerate", "independent"),
            "two_hop_scheme": Choice("optimal", "big-hash", "2-hop-double")},
     presets={
@@ -50,7 +51,8 @@ register(Experiment(
                                                                    7_000_000, 10_000_000],
                   "n_layers": 4, "exposures": 1000, "batch_size": 1088, "lr": 0.001, "weight_decay": 0.1,
                   "n_first_names": 400, "n_last_names": 1000, "n_cities": 223, "n_universities": 100,
-                  "n_employers": 73, "n_years": 200, "threads": 0, "device": "auto"},
+                  "n_employers": 73, "n_years": 200, "betas": [0.99, 0.999], "schedule": "warmup",
+                  "warmup_steps": 1000, "threads": 0, "device": "auto"},
     },
     checks=(_capacity_checks,),
     metrics=("params", "dataset_entropy_bits", "capacity_bits", "bits_per_param"),

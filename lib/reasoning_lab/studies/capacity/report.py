@@ -42,15 +42,22 @@ def build(p) -> Study:
     return Study(vocab, profiles, QuestionBank(profiles, seed=_get(p, "seed")), entropies(profiles))
 
 
+OPTIMIZER_KEYS = ("betas", "schedule", "warmup_steps")   # chapter parameters passed on to the trainer
+
+
 def train_config(p, bank: QuestionBank, device, **overrides):
     """The trainer settings of the chapters, with the steps set from ``p.exposures``."""
     from .sweep import steps_for
     from .train import CapacityConfig
 
+    params = p if isinstance(p, dict) else vars(p)
+    optimizer = {k: params[k] for k in OPTIMIZER_KEYS if k in params}   # chapters without them: defaults
+    if "betas" in optimizer:
+        optimizer["betas"] = tuple(optimizer["betas"])
     cfg = CapacityConfig(batch_size=_get(p, "batch_size"), lr=_get(p, "lr"),
                          weight_decay=_get(p, "weight_decay"), two_hop=_get(p, "two_hop"),
                          hop_ratio=_get(p, "hop_ratio"), curriculum=_get(p, "curriculum"),
-                         device=device, **overrides)
+                         device=device, **{**optimizer, **overrides})
     cfg.steps = steps_for(_get(p, "exposures"), bank, cfg)
     return cfg
 
@@ -207,7 +214,8 @@ def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-defau
     from .sweep import read_csv
 
     params = p if isinstance(p, dict) else vars(p)
-    same = lambda q: all(q.get(k) == v for k, v in params.items() if k not in RUN_KEYS)
+    # a parameter that a saved run lacks did not exist when it ran: its default then applied
+    same = lambda q: all(q[k] == v for k, v in params.items() if k not in RUN_KEYS and k in q)
     runs = {params["seed"]: rows[-1]}
     for d in sorted(Path(root).glob(f"{name}-seed*")):
         q = json.loads((d / "params.json").read_text())

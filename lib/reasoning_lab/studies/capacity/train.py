@@ -37,7 +37,9 @@ class CapacityConfig:
     lr: float = 3e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup: float = 0.02             # fraction of the steps
+    schedule: str = "cosine"         # "cosine" (down to final_lr x lr) or "warmup" (then constant)
+    warmup: float = 0.02             # warm-up, as a fraction of the steps ...
+    warmup_steps: int = 0            # ... or as a number of steps, when > 0
     final_lr: float = 0.1            # cosine floor, as a fraction of lr
     grad_clip: float = 1.0
     two_hop: bool = False            # mix 2-hop questions in
@@ -53,10 +55,15 @@ class CapacityConfig:
     desc: str | None = None
 
     def loop_config(self) -> LoopConfig:
-        """The :class:`~reasoning_lab.train.LoopConfig` of this run: AdamW, warm-up then cosine."""
+        """The :class:`~reasoning_lab.train.LoopConfig` of this run: AdamW, warm-up, then cosine decay or
+        a constant learning rate."""
+        if self.schedule not in ("cosine", "warmup"):
+            raise ValueError(f"parameter schedule={self.schedule!r} is not allowed: expected 'cosine' or "
+                             "'warmup'")
+        warmup = self.warmup_steps or max(1, int(self.warmup * self.steps))
         return LoopConfig(
             steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, betas=tuple(self.betas),
-            schedule="cosine", warmup_steps=max(1, int(self.warmup * self.steps)), final_lr=self.final_lr,
+            schedule=self.schedule, warmup_steps=warmup, final_lr=self.final_lr,
             grad_clip=self.grad_clip, eval_every=max(1, self.steps // max(1, self.evals)),
             checkpoint_path=self.checkpoint_path, checkpoint_every=self.checkpoint_every, device=self.device,
             progress=self.progress, desc=self.desc)
