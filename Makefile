@@ -76,7 +76,8 @@ nbtest: install
 	PYTHONPATH=tests REASONING_LAB_METRICS_DIR=$(abspath _build/metrics) $(BIN)/python -m pytest \
 	    -p nbval_cache --nbval-lax --nbval-cell-timeout=600 -o testpaths= -p no:cacheprovider \
 	    -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/expectations.py --metrics-dir _build/metrics
+	$(BIN)/python -m pytest -p no:cacheprovider tests/expectations.py --metrics-dir _build/metrics \
+	    --nbcache-dir _build/.jupyter_cache
 
 test: install assets
 	$(BIN)/python -m pytest -n $(JOBS) tests

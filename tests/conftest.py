@@ -12,6 +12,8 @@ torch.set_num_threads(int(os.environ.get("REASONING_LAB_THREADS", "1")))
 def pytest_addoption(parser):
     parser.addoption("--metrics-dir", default=None,
                      help="folder of <experiment>.json metrics from the notebook tests (tests/expectations.py)")
+    parser.addoption("--nbcache-dir", default=None,
+                     help="the book's execution cache the notebook tests filled (tests/expectations.py)")
 
 
 def pytest_configure(config):

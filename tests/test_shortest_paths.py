@@ -184,7 +184,8 @@ def test_on_path_test_sets_are_mostly_target_two_and_the_metrics_name_both_parts
         assert 0.5 < m[f"target2_share_{k}"] < 0.95
         assert m[f"test_loss_{k}_target2"] >= 0 and m[f"test_loss_{k}_other_targets"] >= 0
     text = spf.label_table({s: data[s] for s in spf.ON_PATH})
-    assert all(len(line) <= 88 for line in text.splitlines()[:1])
+    assert all(len(line) <= 88 for line in text.splitlines())
+    assert text.count("original (n <= 15)") == 1           # known for the small-target set only
 
 
 def test_chapter_figures_have_labelled_axes():

@@ -34,21 +34,35 @@ def target_metrics(results: dict, data: dict, suffix: str = "") -> dict[str, flo
     return out
 
 
+# label ranges of the table's share columns; the last is "unreachable"
+SHARE_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, UNREACHABLE - 1), (UNREACHABLE, UNREACHABLE))
+
+
 def label_table(data: dict) -> str:
-    """Per split: mean and variance of the labels, share of target 2, label shares beside the
-    original generator's (at n <= 15) and the original's unreachable share."""
+    """Per split: mean and variance of the labels, share of target 2, and the label shares in % (ours,
+    with the original generator's at n <= 15 on the row below where they are known)."""
     from . import reference as ref
     from .data import label_shares
 
-    lines = [f"{'split':26s} {'mean':>5s} {'var':>6s} {'t=2':>5s}  shares % (ours|original)"]
+    names = [str(lo) if lo == hi else f"{lo}+" for lo, hi in SHARE_BINS[:-1]] + ["unr."]
+    lines = [f"{'split':24s} {'mean':>5s} {'var':>6s} {'t=2':>4s}  shares %: "
+             + " ".join(f"{n:>4s}" for n in names)]
+
+    def shares(of):        # label -> share, binned as the columns
+        return [sum(v for k, v in of.items() if lo <= k <= hi) for lo, hi in SHARE_BINS]
+
     for s, (_, t, y) in data.items():
-        ours, orig = label_shares(y), ref.ORIGINAL_LABEL_SHARES.get(s, {})
-        cells = " ".join(f"{k}:{100 * ours.get(k, 0):.0f}" + (f"|{100 * orig[k]:.0f}" if k in orig else "")
-                         for k in sorted(set(ours) | set(orig)) if ours.get(k, 0) >= 0.005 or k in orig)
+        ours = shares(label_shares(y))
+        lines.append(f"{s:24s} {y.float().mean():5.2f} {y.float().var():6.2f} "
+                     f"{(t == 2).float().mean():4.0%}  {'':9s} "
+                     + " ".join(f"{100 * v:4.0f}" for v in ours))
+        orig = dict(ref.ORIGINAL_LABEL_SHARES.get(s, {}))
+        known = [True] * len(SHARE_BINS) if orig else [False] * (len(SHARE_BINS) - 1) + [True]
         if s in ref.ORIGINAL_UNREACHABLE_SHARE:
-            cells += f" (orig. unreachable {100 * ref.ORIGINAL_UNREACHABLE_SHARE[s]:.0f}%)"
-        lines.append(f"{s:26s} {y.float().mean():5.2f} {y.float().var():6.2f} "
-                     f"{(t == 2).float().mean():5.0%}  {cells}")
+            orig[UNREACHABLE] = ref.ORIGINAL_UNREACHABLE_SHARE[s]
+        if orig:
+            cells = [f"{100 * v:4.0f}" if k else f"{'':4s}" for v, k in zip(shares(orig), known)]
+            lines.append(f"{'  original (n <= 15)':24s} {'':17s}  {'':9s} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -160,8 +174,13 @@ class FrameRecorder:
                                                   device=self.device)))
 
     def player(self, log, total: int):
-        """The shared training player over the recorded frames and the per-label loss curves."""
+        """The shared training player over the recorded frames and the per-label loss curves (frames
+        start where the run resumed, if it did; none after resuming a finished run)."""
         from ...plots import training_player
+
+        if not self.frames:
+            print("this run resumed from a finished checkpoint: no frames were recorded")
+            return None
 
         U = UNREACHABLE
         hists = [(step, {"out": histogram2d(self.watch[2], out.clamp(-0.5, U + 0.5), max_label=U,
@@ -226,7 +245,7 @@ def saved_run(folder) -> dict:
     folder = Path(folder)
     params = json.loads((folder / "params.json").read_text())
     m = json.loads((folder / "metrics.json").read_text())
-    command = (f"reasoning-lab run shortest-paths --preset cpu-full --out book/data/{folder.name}"
+    command = (f"reasoning-lab run shortest-paths --preset cpu-full \\\n    --out book/data/{folder.name}"
                f"\nn <= {params['max_vertices']} (fine-tuning n <= {params['max_tune_vertices']}), "
                f"{params['n_layers']} layers, {params['pretrain_steps']:,} steps x "
                f"{params['batch_size']}, {m.get('pretrain_seconds', float('nan')) / 60:.0f} min "
