@@ -61,12 +61,29 @@ def heatmap(ax, matrix, title: str, xlabel: str, ylabel: str, vmin=None, vmax=No
 def scrubber(fig, update, frames, interval: int = 150):
     """A static control for the HTML book: ``update(i)`` redraws ``fig`` for frame ``i``; returns an HTML
     player with a slider (matplotlib's JavaScript animation), which works without a kernel."""
+    import tempfile
+    from pathlib import Path
+
+    import matplotlib as mpl
     import matplotlib.pyplot as plt
     from IPython.display import HTML
-    from matplotlib.animation import FuncAnimation
+    from matplotlib.animation import HTMLWriter
 
-    anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
-    html = anim.to_jshtml(default_mode="once")
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
+    # matplotlib's JavaScript player, fed one rendering per frame (an animation object would draw the
+    # figure three times per frame: its own redraw plus savefig's). A layout done once by tight_layout
+    # leaves a placeholder engine that makes every savefig draw twice; the layout is fixed, so drop it.
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        fig.set_layout_engine(None)
+    writer = HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once")
+    with tempfile.TemporaryDirectory() as tmp, mpl.rc_context({"savefig.bbox": None}):
+        path = Path(tmp) / "player.html"
+        with writer.saving(fig, str(path), dpi=fig.dpi):
+            for i in range(frames):
+                update(i)
+                writer.grab_frame()
+        html = path.read_text()
     plt.close(fig)
     return HTML(_self_contained_player(html))
 
