@@ -317,6 +317,19 @@ def exercise_slider(dt: DevTools, session: str, i: int) -> list[str]:
     return problems
 
 
+# only the loopback server resolves: a page that needs a CDN fails here as it would offline
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
+def attach_page(dt: DevTools, domains=("Page", "Runtime")) -> str:
+    """A new blank tab with the given DevTools domains enabled; returns its session id."""
+    target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in domains:
+        dt.send(f"{domain}.enable", session=session)
+    return session
+
+
 def set_viewport(dt: DevTools, session: str, height: int):
     dt.send("Emulation.setDeviceMetricsOverride", {"width": VIEWPORT[0], "height": height,
             "deviceScaleFactor": 1, "mobile": False}, session=session)
@@ -449,14 +462,9 @@ def main(argv=None) -> int:
     print(f"browser test: {len(pages)} pages of {html_dir} in {Path(binary).name}, served at {origin}")
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="browser-check-") as profile:
-        dt = DevTools(binary, profile, extra_args=[
-            # only the loopback server resolves: a page that needs a CDN fails here as it would offline
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+        dt = DevTools(binary, profile, extra_args=[OFFLINE])
         try:
-            target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-            session = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Page", "Runtime", "Network"):
-                dt.send(f"{domain}.enable", session=session)
+            session = attach_page(dt, ("Page", "Runtime", "Network"))
             set_viewport(dt, session, VIEWPORT[1])
             for name in pages:
                 t0 = time.monotonic()

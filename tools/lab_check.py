@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_check import DevTools, evaluate, find_browser, mouse  # noqa: E402
+from browser_check import OFFLINE, DevTools, attach_page, evaluate, find_browser, mouse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWPORT = (1400, 1000)
@@ -265,13 +265,9 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"jupyter lab exited {server.returncode}: {log.read()[-2000:]}")
             print(f"lab test: jupyter lab at {base} (pid {server.pid}), {Path(binary).name} headless")
             with tempfile.TemporaryDirectory(prefix="lab-browser-") as profile:
-                dt = DevTools(binary, profile, extra_args=[
-                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+                dt = DevTools(binary, profile, extra_args=[OFFLINE])
                 try:
-                    target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-                    session = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-                    for domain in ("Page", "Runtime"):
-                        dt.send(f"{domain}.enable", session=session)
+                    session = attach_page(dt)
                     url = f"{base}/lab?reset&token={token}"
                     problems += drive(dt, session, url, args.notebook, args.screenshot.resolve(), args.timeout)
                 finally:

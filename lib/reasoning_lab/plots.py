@@ -59,8 +59,9 @@ def heatmap(ax, matrix, title: str, xlabel: str, ylabel: str, vmin=None, vmax=No
 
 
 def scrubber(fig, update, frames, interval: int = 150):
-    """A static control for the HTML book: ``update(i)`` redraws ``fig`` for frame ``i``; returns an HTML
-    player with a slider (matplotlib's JavaScript animation), which works without a kernel."""
+    """A static control for the HTML book: ``update(i)`` redraws ``fig`` for frame ``i`` (``frames``: a
+    number of frames or the frame arguments); returns an HTML player with a slider (matplotlib's
+    JavaScript animation), which works without a kernel."""
     import tempfile
     from pathlib import Path
 
@@ -80,7 +81,7 @@ def scrubber(fig, update, frames, interval: int = 150):
     with tempfile.TemporaryDirectory() as tmp, mpl.rc_context({"savefig.bbox": None}):
         path = Path(tmp) / "player.html"
         with writer.saving(fig, str(path), dpi=fig.dpi):
-            for i in range(frames):
+            for i in (range(frames) if isinstance(frames, int) else frames):
                 update(i)
                 writer.grab_frame()
         html = path.read_text()
