@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import reasoning_lab as lab
     from reasoning_lab.experiments import get
     from reasoning_lab.studies.reversal import task as rv
-    from reasoning_lab.train import config_from_params
+    from reasoning_lab.train import config_from_params, default_eval_every
 
     small = {"n_layers": 2, "n_heads": 4, "embed_dim": 128, "max_len": 0} if args.small else {}
     p = get("reversal-curse").resolve("paper", small)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     max_len = p["max_len"] or sets[0].train.tokens.shape[1]     # the preset's 1024-row position table
     models = lab.build_models(lambda _s: lab.model_from_params(params, sets[0].vocab_size, max_len=max_len), seeds)
     n_params = models[0].num_params()
-    eval_every = max(1, full_epochs // 100)       # the preset's cadence, not this short run's
+    eval_every = default_eval_every(full_epochs)  # the preset's cadence, not this short run's
     cfg = config_from_params(params, seed=0, device=device, eval_every=eval_every)
     cfg.compile = False if args.compile == "none" else args.compile
     cfg.progress = False

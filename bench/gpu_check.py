@@ -473,6 +473,13 @@ def _paper_models(ctx: Context):
     return ctx.cache["rev_paper"]
 
 
+def _eval_every(epochs: int) -> int:
+    """The chapters' evaluation cadence for a run of ``epochs`` epochs."""
+    from reasoning_lab.train import default_eval_every
+
+    return default_eval_every(epochs)
+
+
 def _lm_timing(ctx: Context, fig: dict, p: dict, seeds, models, train, splits, *, compile, eval_every_full,
                epochs: int, warmup: int) -> None:
     """Train ``epochs`` epochs (evaluation only in the last), time each, project the preset's full run."""
@@ -538,7 +545,7 @@ def _reversal_paper(ctx: Context, fig: dict, compile) -> None:
     try:
         _lm_timing(ctx, fig, p, seeds, models, [d.train for d in sets],
                    [{"train": d.train, "valid": d.valid} for d in sets], compile=compile,
-                   eval_every_full=max(1, p["epochs"] // 100), epochs=ctx.s["lm_epochs"],
+                   eval_every_full=_eval_every(p["epochs"]), epochs=ctx.s["lm_epochs"],
                    warmup=ctx.s["lm_warmup"])
     finally:
         for m in models:          # back to the CPU, as built: the next mode starts from the same place
@@ -724,7 +731,7 @@ def check_chain_paper(ctx: Context, fig: dict) -> None:
                "step2": d.sentences("bc", d.valid_triples)} for d in sets]
     try:
         _lm_timing(ctx, fig, p, seeds, models, [d.train for d in sets], splits, compile=False,
-                   eval_every_full=max(1, p["epochs"] // 50), epochs=ctx.s["chain_epochs"],
+                   eval_every_full=_eval_every(p["epochs"]), epochs=ctx.s["chain_epochs"],
                    warmup=ctx.s["lm_warmup"])
     finally:
         del models

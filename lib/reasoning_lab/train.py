@@ -498,17 +498,25 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
                hooks=epoch_hook(on_epoch_end, spe, single=True))[0]
 
 
+EVALUATIONS_PER_RUN = 50     # the default: enough points for a training curve, a small share of the time
+
+
+def default_eval_every(epochs: int) -> int:
+    """Epochs between evaluations by default: about :data:`EVALUATIONS_PER_RUN` per run."""
+    return max(1, epochs // EVALUATIONS_PER_RUN)
+
+
 def config_from_params(p, seed: int, device, checkpoint=None, eval_every: int | None = None,
                        **extra) -> TrainConfig:
     """TrainConfig from a notebook's validated parameters (names as in the parameters cell). Evaluations:
-    every ``eval_every`` epochs (the argument, else an ``eval_every`` entry of ``p``, else about 100 per
-    run); the last epoch is always evaluated."""
+    every ``eval_every`` epochs (the argument, else an ``eval_every`` entry of ``p``, else
+    :func:`default_eval_every`); the last epoch is always evaluated."""
     get = (lambda k, d=None: p.get(k, d)) if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
     epochs = get("epochs")
     return TrainConfig(
         epochs=epochs, batch_size=get("batch_size"), lr=get("lr"), weight_decay=get("weight_decay", 0.0),
         betas=tuple(get("betas", (0.9, 0.999))), loss_whole_sequence=get("loss_whole_sequence", False),
-        eval_every=eval_every or get("eval_every") or max(1, epochs // 100), seed=seed, device=device,
+        eval_every=eval_every or get("eval_every") or default_eval_every(epochs), seed=seed, device=device,
         compile=get("compile", False), checkpoint_path=checkpoint,
         checkpoint_every=max(1, epochs // 10) if checkpoint else 0, **extra)
 
