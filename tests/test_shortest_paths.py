@@ -275,7 +275,9 @@ def test_saved_robustness_run_is_the_original_setting():
         pytest.skip("no saved run")
     saved = rob.saved(folder)
     orig = saved["params"]["settings"]["original"]
-    assert orig["constants"] == "appendix" and orig["lr"] == 1e-6 and 0 < orig["steps"] <= 5000
+    # the post's setting: its constants, Adam at 1e-6, 5,000 steps of 512 graphs
+    assert (orig["constants"], orig["lr"], orig["steps"], orig["batch_size"]) == ("appendix", 1e-6, 5000, 512)
+    assert orig == rob.SETTINGS["original"]
     assert saved["glue"]["original_steps"] == orig["steps"]
     m = saved["metrics"]
     assert [r["kind"] for r in m["ours"]] == [r["kind"] for r in m["original"]]
