@@ -473,9 +473,15 @@ def test_saved_full_run_numbers_are_read_from_its_files():
     metrics = json.loads((folder / "metrics.json").read_text())
     params = json.loads((folder / "params.json").read_text())
     exp = experiments.get("capacity")
-    for k, v in exp.resolve("cpu-full").items():
-        if k not in report.RUN_KEYS:     # a parameter added since the run: its default is what ran
-            assert params.get(k, exp.defaults()[k]) == v, k
+    dirs = report.saved_dirs(folder.parent)
+    assert dirs[0] == folder and len(dirs) >= 2                   # seed 0 and at least one more
+    seeds = [json.loads((d / "params.json").read_text())["seed"] for d in dirs]
+    assert len(set(seeds)) == len(seeds)
+    for d in dirs:                      # every saved seed is the cpu-full preset but for the run keys
+        saved = json.loads((d / "params.json").read_text())
+        for k, v in exp.resolve("cpu-full").items():
+            if k not in report.RUN_KEYS:     # a parameter added since the run: its default is what ran
+                assert saved.get(k, exp.defaults()[k]) == v, (d.name, k)
     run = report.saved_run(folder)
     g = report.saved_glue([run])
     assert g["large_bpp_seed0"] == pytest.approx(metrics["bits_per_param"])
