@@ -27,12 +27,25 @@ def test_list_shows_experiments():
     (["run", "reversal-curse", "-p", "embed_dim=30", "-p", "n_heads=4"], "embed_dim"),
     (["sweep", "reversal-curse", "--grid", "n_layers=1,0"], "n_layers"),
 ])
-def test_bad_input_exits_2_with_one_line(args, word, tmp_path):
-    out = run_cli(*args, "--out", str(tmp_path / "x"))
+def test_bad_input_exits_2_with_one_line(args, word, tmp_path, capsys):
+    """In the test process (the same ``main`` the command runs; one case below goes through a shell)."""
+    try:
+        rc = cli.main([*args, "--out", str(tmp_path / "x")])
+    except SystemExit as exit:             # argparse's own errors
+        rc = exit.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and word in lines[0], err
+    assert not (tmp_path / "x").exists()   # nothing started
+
+
+def test_bad_input_from_a_shell_exits_2_with_one_line(tmp_path):
+    out = run_cli("run", "reversal-curse", "-p", "n_layers=-1", "--out", str(tmp_path / "x"))
     assert out.returncode == 2
     lines = [l for l in out.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and word in lines[0], out.stderr
-    assert not (tmp_path / "x").exists()   # nothing started
+    assert len(lines) == 1 and "n_layers" in lines[0], out.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_split_values_respects_brackets():

@@ -159,10 +159,10 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     out = tmp_path / "sw"
     env, mark = marked_env(SLURM_CONF=slurm.env["SLURM_CONF"])
     args = [sys.executable, "-m", "reasoning_lab.experiments.cli", "sweep", "reversal-curse",
-            "--grid", "epochs=2,3,600", *TINY, "--launcher", "slurm", "--time", "10", "--out", str(out)]
+            "--grid", "epochs=2,3,2000", *TINY, "--launcher", "slurm", "--time", "10", "--out", str(out)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        long = out / "epochs=600"
+        long = out / "epochs=2000"
         epoch = wait_for_checkpoint(long, proc)
         job = json.loads((long / "status.json").read_text())["job"]
         assert job and _squeue(slurm.env)[job] == "RUNNING"
@@ -173,13 +173,13 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
             proc.kill()
     assert proc.returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]
-    assert "1 of 3" in last and "epochs=600 (cancelled" in last, stderr
+    assert "1 of 3" in last and "epochs=2000 (cancelled" in last, stderr
     rows = sweep_rows(out, "epochs")
-    assert [rows[e]["status"] for e in ("2", "3", "600")] == ["done", "done", "cancelled"]
-    assert float(rows["2"]["train_prob"]) > 0 and rows["600"]["job"] == job
+    assert [rows[e]["status"] for e in ("2", "3", "2000")] == ["done", "done", "cancelled"]
+    assert float(rows["2"]["train_prob"]) > 0 and rows["2000"]["job"] == job
     assert json.loads((long / "status.json").read_text())["status"] == "cancelled"
     stopped_at = checkpoint_epoch(long)
-    assert epoch <= stopped_at < 600                    # cancelled mid-run, its checkpoint kept
+    assert epoch <= stopped_at < 2000                    # cancelled mid-run, its checkpoint kept
     checkpoint = checkpoint_files(long)
     assert wait_no_marked(mark) == []                   # no job process (kernel included) is left
     assert all(state in ("COMPLETED", "CANCELLED") for state in _squeue(slurm.env).values())
@@ -202,7 +202,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
             proc.kill()
     assert proc.returncode == 130 and "interrupted" in stderr, stderr
     assert _squeue(slurm.env)[second] == "CANCELLED"
-    assert sweep_rows(out, "epochs")["600"]["status"] == "interrupted"
+    assert sweep_rows(out, "epochs")["2000"]["status"] == "interrupted"
     assert wait_no_marked(mark) == []
 
     done_before = {e: (out / f"epochs={e}" / "status.json").stat().st_mtime_ns for e in ("2", "3")}
@@ -211,10 +211,10 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert "2 already done, 1 to run" in res.stdout
     assert {e: (out / f"epochs={e}" / "status.json").stat().st_mtime_ns for e in ("2", "3")} == done_before
     rows = sweep_rows(out, "epochs")
-    assert [rows[e]["status"] for e in ("2", "3", "600")] == ["done", "done", "done"]
-    assert rows["600"]["job"] not in (job, second)
+    assert [rows[e]["status"] for e in ("2", "3", "2000")] == ["done", "done", "done"]
+    assert rows["2000"]["job"] not in (job, second)
     # the rerun continued the same checkpoint file (same folder, same settings) to the end
-    assert checkpoint_files(long) == checkpoint and checkpoint_epoch(long) == 600
+    assert checkpoint_files(long) == checkpoint and checkpoint_epoch(long) == 2000
     assert wait_no_marked(mark) == []
 
 
