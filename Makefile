@@ -59,7 +59,7 @@ book: install assets
 	@echo "Book: $(abspath _build/html/index.html)"
 
 unit: install
-	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal tests
 
 # Generated .ipynb copies of the MyST sources (git-ignored), for Jupyter users and nbval.
 notebooks: install
@@ -72,7 +72,9 @@ notebooks: install
 NBVAL_DIR := _build/nbval
 nbtest: install
 	rm -rf $(NBVAL_DIR) _build/metrics && mkdir -p $(NBVAL_DIR) _build/metrics
-	for f in $(NOTEBOOKS); do $(BIN)/jupytext --quiet --to ipynb -o $(NBVAL_DIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
+	$(BIN)/python -c 'import sys, jupytext; from pathlib import Path; out = Path(sys.argv[1]); \
+	    [jupytext.write(jupytext.read(f), out / (Path(f).stem + ".ipynb")) for f in sys.argv[2:]]' \
+	    $(NBVAL_DIR) $(NOTEBOOKS)
 	PYTHONPATH=tests REASONING_LAB_METRICS_DIR=$(abspath _build/metrics) $(BIN)/python -m pytest \
 	    -p nbval_cache --nbval-lax --nbval-cell-timeout=600 -o testpaths= -p no:cacheprovider \
 	    -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=$(NBVAL_DIR) $(NBVAL_DIR)
@@ -80,7 +82,7 @@ nbtest: install
 	    --nbcache-dir _build/.jupyter_cache
 
 test: install assets
-	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal tests
 	$(MAKE) --no-print-directory nbtest
 	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"

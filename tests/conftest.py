@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 os.environ.setdefault("REASONING_LAB_QUIET", "1")
@@ -7,6 +8,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # The models in the unit tests are tiny: one thread is as fast as two and does not suffer when the cores
 # are busy. REASONING_LAB_THREADS (which the Makefile also uses for the notebooks) overrides.
 torch.set_num_threads(int(os.environ.get("REASONING_LAB_THREADS", "1")))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test draws are closed after it, so that a worker does not accumulate them."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 def pytest_addoption(parser):
@@ -21,9 +32,32 @@ def pytest_configure(config):
                                        "(minutes on two cores)")
 
 
+# Seconds of the longest tests (one worker, idle 2-vCPU machine, 2 December 2026). Only their order
+# matters: they start first, longest first, so that the xdist workers do not end with one of them
+# running alone while the other worker idles. Keys are node-id prefixes; other tests keep their order.
+LONGEST = {
+    "test_sweep_slurm.py::test_slurm_sweep": 75, "test_sweep.py::test_failed_point": 50,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-3]": 45,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-3]": 42,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-2]": 32,
+    "test_sweep.py::test_interrupted_sweep": 30, "test_packaging.py::test_regular_install": 30,
+    "test_lab.py::": 30, "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-3]": 27,
+    "test_cli.py::test_verbose_run": 22, "test_cli.py::test_run_writes_metrics": 19,
+    "test_gpu_check.py::test_cpu_mode": 18, "test_reversal_grid.py::": 16,
+    "test_sweep_slurm.py::": 10, "test_execute_notebooks.py::": 8,
+}
+
+
+def _expected_seconds(item) -> float:
+    node = item.nodeid.split("/")[-1]
+    return max((s for prefix, s in LONGEST.items() if node.startswith(prefix)), default=0.0)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (full-size models on the CPU) run only with RUN_SLOW=1 (``make test-slow``)
-    or when asked for with ``-m``; otherwise they are deselected."""
+    or when asked for with ``-m``; otherwise they are deselected. The longest tests go first
+    (:data:`LONGEST`)."""
+    items.sort(key=lambda item: -_expected_seconds(item))        # stable: the rest keep their order
     if os.environ.get("RUN_SLOW", "") not in ("", "0") or config.getoption("markexpr", ""):
         return
     slow = [item for item in items if item.get_closest_marker("slow") is not None]
