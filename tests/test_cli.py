@@ -146,3 +146,18 @@ def test_verbose_run_streams_progress_to_the_terminal(tmp_path):
     assert "held out" in res.stdout                         # the notebook's own printed output
     assert "without encryption" not in res.stdout + res.stderr
     assert json.loads((out / "metrics.json").read_text())["train_prob"] > 0
+
+
+def test_closed_pipe_and_missing_file_end_quietly(monkeypatch, capsys):
+    """`reasoning-lab list | head` exits 0 without a traceback; a missing file is one line, exit 2."""
+    def gone(_args):
+        raise BrokenPipeError
+    monkeypatch.setattr(cli, "cmd_list", gone)
+    assert cli.main(["list"]) == 0
+
+    def missing(_args):
+        raise FileNotFoundError("experiment notebook missing: x needs notebooks/x.md\nmore")
+    monkeypatch.setattr(cli, "cmd_list", missing)
+    assert cli.main(["list"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["error: experiment notebook missing: x needs notebooks/x.md"]

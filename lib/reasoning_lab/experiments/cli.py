@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 
@@ -176,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:       # e.g. an experiment whose notebook is not installed
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:                # `reasoning-lab list | head`: the reader has gone
+        try:                               # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except runner.RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
