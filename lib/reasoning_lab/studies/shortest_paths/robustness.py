@@ -2,7 +2,7 @@
 
 ``ours`` is the notebook's quick default (scaled constants, Adam at 1e-3 for 50 steps); ``original``
 is the post's setting (the appendix constants, Adam at 1e-6 for 5,000 steps of 512 graphs, n = 8;
-about 17 minutes per seed on one core). Both destroy the
+the saved run took 44 minutes in one process, most of it these two seeds). Both destroy the
 same matrices (seed ``s`` hits kind ``STUDY_ORDER[s]``), so the two rows of a seed differ only in
 the constants and the optimiser settings. The original setting is too slow for the notebook's
 default run; ``python -m reasoning_lab.studies.shortest_paths.robustness OUT`` saves it as
