@@ -512,3 +512,11 @@ def test_seed_runs_take_only_saved_runs_with_the_same_parameters(tmp_path):
     out = report.seed_runs(tmp_path, live, p)
     assert out["seeds"] == [0, 1] and out["bpp"] == [0.1, 0.2]
     assert out["default_bpp_range"] == "0.100–0.200" and out["bpp_body"] == [0.2, 0.4]
+    # a run saved before the optimiser parameters existed ran with the trainer's defaults
+    d = tmp_path / "capacity-default-seed3"
+    d.mkdir()
+    (d / "params.json").write_text(json.dumps({k: v for k, v in {**p, "seed": 3}.items()
+                                               if k not in report.OPTIMIZER_KEYS}))
+    write_csv(d / "models.csv", [row])
+    assert report.seed_runs(tmp_path, live, p)["seeds"] == [0, 1, 3]
+    assert report.seed_runs(tmp_path, live, {**p, "betas": [0.99, 0.999]})["seeds"] == [0]

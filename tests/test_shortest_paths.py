@@ -242,6 +242,8 @@ def test_saved_shortest_path_run_matches_its_params_and_preset(tmp_path):
     m = json.loads((folder / "metrics.json").read_text())
     assert f"{m['test_loss_any_large']:7.3f}" in saved["table"]
     assert saved["glue"]["full_test_loss_onpath"] == m["test_loss_onpath"]
+    assert saved["table"] in saved["text"] and saved["command"] in saved["text"]
+    assert spf.saved_run(tmp_path) == {"text": f"no saved run in {tmp_path.name}/ yet", "glue": {}}
 
 
 def test_lower_learning_rate_repairs_a_destroyed_readout_more_slowly():

@@ -207,6 +207,15 @@ def saved_glue(full: list[dict]) -> dict:
 RUN_KEYS = ("seed", "output_dir", "threads", "workers", "device")
 
 
+def _trainer_default(key: str):
+    """What a saved run that lacks ``key`` ran with: the trainer's default for the optimiser keys added
+    after it was made (:data:`OPTIMIZER_KEYS`), as a parameter value; None for any other key."""
+    from .train import CapacityConfig
+
+    value = getattr(CapacityConfig, key) if key in OPTIMIZER_KEYS else None
+    return list(value) if isinstance(value, tuple) else value
+
+
 def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-default") -> dict:
     """Bits per parameter of the largest model across seeds: this run's ``rows`` plus the saved runs
     ``root/name-seed*`` made with the same parameters apart from the seed. Returns the seeds, the
@@ -214,8 +223,7 @@ def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-defau
     from .sweep import read_csv
 
     params = p if isinstance(p, dict) else vars(p)
-    # a parameter that a saved run lacks did not exist when it ran: its default then applied
-    same = lambda q: all(q[k] == v for k, v in params.items() if k not in RUN_KEYS and k in q)
+    same = lambda q: all(q.get(k, _trainer_default(k)) == v for k, v in params.items() if k not in RUN_KEYS)
     runs = {params["seed"]: rows[-1]}
     for d in sorted(Path(root).glob(f"{name}-seed*")):
         q = json.loads((d / "params.json").read_text())

@@ -235,7 +235,8 @@ def target_lines(m: dict, suffix: str = "") -> str:
 def saved_run(folder) -> dict:
     """A saved run of the chapter (``params.json``, ``metrics.json``): the command that made it, a
     table of its test losses beside the post's and the committed runs' (all at n <= 15), and the
-    numbers the prose quotes, by glue name."""
+    numbers the prose quotes, by glue name; ``text`` is all of it as printed (only a line saying so, and
+    no glue, when the folder holds no finished run)."""
     import json
     from pathlib import Path
 
@@ -243,6 +244,8 @@ def saved_run(folder) -> dict:
     from .data import TEST_SPLITS
 
     folder = Path(folder)
+    if not (folder / "metrics.json").exists():       # e.g. while the run that makes it is running
+        return {"text": f"no saved run in {folder.name}/ yet", "glue": {}}
     params = json.loads((folder / "params.json").read_text())
     m = json.loads((folder / "metrics.json").read_text())
     command = (f"reasoning-lab run shortest-paths --preset cpu-full \\\n    --out book/data/{folder.name}"
@@ -264,5 +267,6 @@ def saved_run(folder) -> dict:
                 full_steps=params["pretrain_steps"], full_batch=params["batch_size"],
                 full_eval_batch=params["eval_batch"],
                 full_examples=params["pretrain_steps"] * params["batch_size"])
-    return {"params": params, "metrics": m, "command": command, "table": "\n".join(lines),
-            "targets": target_lines(m), "glue": glue}
+    table, targets = "\n".join(lines), target_lines(m)
+    return {"params": params, "metrics": m, "command": command, "table": table, "targets": targets,
+            "text": "\n\n".join((command, table, targets)), "glue": glue}
