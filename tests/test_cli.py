@@ -161,3 +161,19 @@ def test_closed_pipe_and_missing_file_end_quietly(monkeypatch, capsys):
     assert cli.main(["list"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["error: experiment notebook missing: x needs notebooks/x.md"]
+
+
+def test_start_up_stays_light():
+    """A kernel's ``lab.start`` reads the parameters cell without jupytext, nbformat or papermill; the
+    command's processes load nbformat without jsonschema's IRI checker, and notebooks still validate."""
+    code = "\n".join([
+        "import sys",
+        "from reasoning_lab.experiments import runner, session",
+        "session.start('reversal-curse', {'device': 'cpu'})",
+        "assert not {'jupytext', 'nbformat', 'papermill'} & set(sys.modules), sys.modules.keys()",
+        "runner.skip_iri_checker()",
+        "import jupytext, nbformat",
+        "nbformat.validate(jupytext.read(session.experiments.get('reversal-curse').notebook))",
+        "assert sys.modules.get('rfc3987_syntax') is None"])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

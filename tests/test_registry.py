@@ -133,6 +133,30 @@ def test_parameters_are_typed_documented_and_read_alike(exp, tmp_path):
     assert all(len(line) <= 88 for line in cell.source.splitlines())
 
 
+def test_parameters_of_an_ipynb_and_of_tricky_lines_read_as_papermill_reads_them(tmp_path):
+    """Other layouts go through jupytext; values over several lines, quoted annotations; a '#' in a
+    string, which papermill takes for a comment, is refused."""
+    from papermill.translators import PythonTranslator
+
+    source = ('a: int = 3  # first\n'
+              'names: list[str] = [\n    "x", "y",\n    "z"]  # several lines\n'
+              'mode: "Union[bool, str]" = False  # quoted annotation\n'
+              'plain = 0.5  # no annotation')
+    ours = registry.read_parameters(source)
+    theirs = {p.name: p for p in PythonTranslator.inspect({"source": source})}
+    assert list(ours) == list(theirs)
+    for name, p in theirs.items():
+        assert (ours[name]["type"], ours[name]["default"], ours[name]["help"]) == (
+            p.inferred_type_name, p.default, p.help)
+    assert ours["names"]["value"] == ["x", "y", "z"]
+    with pytest.raises(ValueError, match=r"papermill does not read .*\['names'\]"):
+        registry.read_parameters(source.replace('"y"', '"y#2"'))
+    file = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        source, metadata={"tags": ["parameters"]})]), str(file))
+    assert registry.notebook_parameter_info(file) == ours
+
+
 def test_help_notebook_prints_types_and_help(tmp_path):
     exp = registry.get("reversal-fixes")
     file = tmp_path / "reversal-fixes.ipynb"

@@ -171,6 +171,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:                                       # the command, a process of its own
+        runner.skip_iri_checker()
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

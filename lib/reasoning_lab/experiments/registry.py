@@ -2,9 +2,9 @@
 and the claims its default run must satisfy.
 
 Defaults live in exactly one place, the notebook's ``parameters`` cell (papermill overrides it); they are
-read with papermill's own inspection, so ``papermill --help-notebook`` and the registry see the same names,
-types, defaults and help. The library holds what a notebook cannot: which values are allowed, the named
-presets and the claims. Each study declares its experiments in ``studies/<study>/experiment.py``; the
+read as papermill's inspection reads them (:func:`read_parameters`; the tests compare the two), so
+``papermill --help-notebook`` and the registry see the same names, types, defaults and help. The library
+holds what a notebook cannot: which values are allowed, the named presets and the claims. Each study declares its experiments in ``studies/<study>/experiment.py``; the
 registry finds those files itself (:func:`load_studies`).
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ import importlib
 import operator
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -180,39 +179,86 @@ def notebook_parameter_info(path: Path) -> dict[str, dict[str, Any]]:
 
 @functools.lru_cache(maxsize=64)
 def _inspect(path: str, _mtime_ns: int, _size: int) -> dict[str, dict[str, Any]]:
-    import jupytext
-    import nbformat
-    import papermill
-
     name = Path(path).name
+    source = parameters_cell_source(Path(path))
+    if source is None:
+        raise ValueError(f"{name} has no cell tagged 'parameters'")
+    return read_parameters(source, name)
+
+
+# A MyST code cell whose options tag it "parameters", as jupytext writes it: ":tags: [parameters]" or a
+# "---" block with "tags: [parameters]", then the code up to the closing fence.
+_MYST_PARAMETERS = re.compile(
+    r"^```\{code-cell\}[^\n]*\n(?::tags: \[parameters\]\n|---\ntags: \[parameters\]\n---\n)\n?(.*?)^```",
+    re.S | re.M)
+
+
+def parameters_cell_source(path: Path) -> str | None:
+    """The source of the first cell tagged ``parameters`` in a notebook file (None: there is none).
+
+    A MyST notebook written as the book's chapters are is read as text, which keeps jupytext, nbformat
+    and their imports (seconds) out of every kernel's start; any other layout or format is read with
+    jupytext."""
+    text = path.read_text(encoding="utf-8") if path.suffix == ".md" else ""
+    found = _MYST_PARAMETERS.search(text)
+    if found:
+        return found.group(1).rstrip("\n")
+    import jupytext
+
     nb = jupytext.read(path)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    if not cells:
-        raise ValueError(f"{name} has no cell tagged 'parameters'")
-    # papermill inspects a notebook file: hand it one holding just the parameters cell
-    small = nbformat.v4.new_notebook(metadata=nb.metadata, cells=[cells[0]])
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / f"{Path(name).stem}.ipynb"
-        nbformat.write(small, str(file))
-        found = papermill.inspect_notebook(str(file))
-    source = cells[0].source
-    assigned = [node.targets[0].id if isinstance(node, ast.Assign) else node.target.id
-                for node in ast.parse(source).body
-                if isinstance(node, (ast.Assign, ast.AnnAssign))]
-    if list(found) != assigned:
-        lost = [n for n in assigned if n not in found] or [n for n in found if n not in assigned]
-        raise ValueError(f"{name}: papermill does not read the parameters cell as Python does (parameters "
-                         f"{lost}); write one 'name: type = value  # help' per parameter, without '=' in "
-                         "the help")
-    out = {}
-    for key, info in found.items():
+    return cells[0].source if cells else None
+
+
+def read_parameters(source: str, name: str = "notebook") -> dict[str, dict[str, Any]]:
+    """The parameters of a ``parameters`` cell as papermill's inspection reads them (``papermill
+    --help-notebook``): name -> {type (the annotation), default (the value's source text on one line),
+    value (as a Python value), help (the comment ending the assignment)}.
+
+    Papermill reads the cell line by line: an assignment is a line holding one ``=``, continued by the
+    lines after it that hold none, and the first ``#`` of a line starts its comment. A cell it would read
+    differently from Python (a line with two ``=``, a value continued on a line holding one, a ``#`` in
+    a string) is an error naming the parameters concerned."""
+    import io
+    import tokenize
+
+    lines = source.splitlines()
+    comments = {tok.start[0]: (tok.start[1], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    out: dict[str, dict[str, Any]] = {}
+    misread = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        key = target.id if isinstance(target, ast.Name) else ast.unparse(target)
+        # papermill counts every '=' and takes the first '#' of a line as its comment, in strings too
+        own = lines[node.lineno - 1:node.end_lineno]
+        hashes = [l.find("#") == comments.get(n, (-1,))[0] for n, l in enumerate(own, node.lineno)]
+        if isinstance(node, ast.Assign) and len(node.targets) != 1 or own[0].count("=") != 1 or \
+                any("=" in l for l in own[1:]) or not all(hashes):
+            misread.append(key)
+            continue
+        value_lines = ast.get_source_segment(source, node.value, padded=False).splitlines()
+        annotation = getattr(node, "annotation", None)
+        if annotation is None:
+            type_name = "None"
+        elif isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            type_name = annotation.value                     # a quoted annotation, e.g. "Union[bool, str]"
+        else:
+            type_name = ast.get_source_segment(source, annotation)
+        default = "".join(l.strip() for l in value_lines)
         try:
-            value = ast.literal_eval(info["default"])
+            value = ast.literal_eval(node.value)
         except (ValueError, SyntaxError):
-            raise ValueError(f"{name}: the default of parameter {key} is not a literal: "
-                             f"{info['default']}") from None
-        out[key] = {"type": info["inferred_type_name"], "default": info["default"], "value": value,
-                    "help": info["help"]}
+            raise ValueError(f"{name}: the default of parameter {key} is not a literal: {default}") from None
+        comment = comments.get(node.end_lineno, (0, ""))[1]
+        out[key] = {"type": type_name, "default": default, "value": value,
+                    "help": comment[1:].strip()}
+    if misread:
+        raise ValueError(f"{name}: papermill does not read the parameters cell as Python does (parameters "
+                         f"{misread}); write one 'name: type = value  # help' per parameter, without '=' in "
+                         "the help")
     return out
 
 

@@ -22,6 +22,16 @@ RUNS = Path("runs")
 IOPUB_TIMEOUT_S = 120
 
 
+def skip_iri_checker() -> None:
+    """Keep jsonschema's optional IRI format checker (the ``rfc3987_syntax`` package, which builds an
+    Earley parser when imported: about two seconds) out of this process. nbformat imports jsonschema
+    and the checker with it, although no notebook schema has an IRI field. Called at the start of
+    the processes this package runs itself (the command line, a sweep's jobs); a no-op where jsonschema
+    is already loaded."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)     # its import fails; jsonschema goes without
+
+
 class RunFailed(RuntimeError):
     pass
 

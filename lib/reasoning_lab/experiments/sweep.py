@@ -199,6 +199,7 @@ def run_point(name: str, preset: str, overrides: dict[str, Any], folder: str,
     if cuda_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     _write_status(folder, status)
+    runner.skip_iri_checker()
     try:
         metrics = runner.execute(name, preset, overrides, folder, quiet=True)
     except Exception as err:
