@@ -9,6 +9,10 @@ export REASONING_LAB_QUIET := 1
 export REASONING_LAB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# The install skips byte-compiling every installed module (--no-compile: half the install's time, most of
+# it in modules no command imports); Python compiles what is imported, once, into __pycache__, which it
+# may only do where PYTHONDONTWRITEBYTECODE is not set.
+unexport PYTHONDONTWRITEBYTECODE
 
 NOTEBOOKS := $(wildcard notebooks/*.md)
 # Notebooks (and unit-test workers) at once: one per core, each kernel on one thread.
@@ -34,7 +38,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,lab]"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[book,test,lab]"
 	@touch $(STAMP)
 
 # MathJax, requirejs and the ipywidgets HTML manager for the self-contained HTML book: pinned npm
@@ -58,8 +62,11 @@ book: install assets
 	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"
 
+# Unit-test workers: one more than the cores, since several tests mostly wait (a Slurm cluster's scheduler,
+# a Jupyter server, a sweep's subprocesses) and a waiting worker would leave its core idle.
+UNIT_JOBS ?= $(shell echo $$(( $(JOBS) + 1 )))
 unit: install
-	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal tests
+	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist worksteal tests
 
 # Generated .ipynb copies of the MyST sources (git-ignored), for Jupyter users and nbval.
 notebooks: install
@@ -82,7 +89,7 @@ nbtest: install
 	    --nbcache-dir _build/.jupyter_cache
 
 test: install assets
-	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal tests
+	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist worksteal tests
 	$(MAKE) --no-print-directory nbtest
 	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"
@@ -121,7 +128,7 @@ run: install
 	$(BIN)/reasoning-lab run $(EXP) $(ARGS)
 
 bench: install
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/run_all.py
 
 # The GPU check needs only torch, NumPy and lib/ (no install step): it uses this virtual environment when

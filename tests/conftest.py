@@ -42,7 +42,7 @@ LONGEST = {
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-2]": 32,
     "test_sweep.py::test_interrupted_sweep": 30, "test_packaging.py::test_regular_install": 30,
     "test_lab.py::": 30, "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-3]": 27,
-    "test_cli.py::test_verbose_run": 22, "test_cli.py::test_run_writes_metrics": 19,
+    "test_cli.py::test_run_writes_metrics": 22,
     "test_gpu_check.py::test_cpu_mode": 18, "test_reversal_grid.py::": 16,
     "test_sweep_slurm.py::": 10, "test_execute_notebooks.py::": 8,
 }

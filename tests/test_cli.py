@@ -52,20 +52,6 @@ def test_split_values_respects_brackets():
     assert runner.split_values("1,2,[0.9,0.99]") == ["1", "2", "[0.9,0.99]"]
 
 
-def test_run_writes_metrics(tmp_path):
-    out = tmp_path / "run"
-    res = run_cli("run", "reversal-curse", "-p", "epochs=3", "-p", "seeds=1", "-p", "vocab_size=40",
-                  "-p", "embed_dim=16", "-p", "n_layers=1", "--out", str(out))
-    assert res.returncode == 0, res.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert {"train_prob", "valid_prob", "chance_prob"} <= set(metrics)
-    assert (out / "reversal-curse.ipynb").exists() and (out / "params.json").exists()
-    assert json.loads((out / "params.json").read_text())["epochs"] == 3
-    for f in ("metrics.json", "params.json", "reversal-curse.ipynb"):
-        assert (out / f).stat().st_mode & 0o777 == 0o644, f     # readable by others, as any new file
-    assert "without encryption" not in res.stdout + res.stderr  # the kernel talks over IPC, not TCP
-
-
 # ------------------------------------------------------------------------------ what a user sees
 
 def test_help_documents_every_command_argument_and_option():
@@ -136,7 +122,10 @@ def test_atomic_files_get_the_usual_mode(tmp_path):
     assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
 
 
-def test_verbose_run_streams_progress_to_the_terminal(tmp_path):
+def test_run_writes_metrics_and_verbose_streams_progress(tmp_path):
+    """One run of the command writes metrics, parameters and the executed notebook (readable by others,
+    as any new file); with ``--verbose`` the cells, the training bar and the notebook's printed output
+    reach the terminal. (The quiet run is the sweep jobs' and the installed package's check.)"""
     out = tmp_path / "run"
     res = run_cli("run", "reversal-curse", "-p", "epochs=40", "-p", "seeds=1", "-p", "vocab_size=40",
                   "-p", "embed_dim=16", "-p", "n_layers=1", "--out", str(out), "--verbose")
@@ -144,8 +133,13 @@ def test_verbose_run_streams_progress_to_the_terminal(tmp_path):
     assert "[cell 1/" in res.stderr                        # one line per cell
     assert re.search(r"seeds 0-0: +\d+%\|", res.stderr)    # the kernel's training bar, as text
     assert "held out" in res.stdout                         # the notebook's own printed output
-    assert "without encryption" not in res.stdout + res.stderr
-    assert json.loads((out / "metrics.json").read_text())["train_prob"] > 0
+    assert "without encryption" not in res.stdout + res.stderr  # the kernel talks over IPC, not TCP
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"train_prob", "valid_prob", "chance_prob"} <= set(metrics) and metrics["train_prob"] > 0
+    assert (out / "reversal-curse.ipynb").exists() and (out / "params.json").exists()
+    assert json.loads((out / "params.json").read_text())["epochs"] == 40
+    for f in ("metrics.json", "params.json", "reversal-curse.ipynb"):
+        assert (out / f).stat().st_mode & 0o777 == 0o644, f
 
 
 def test_closed_pipe_and_missing_file_end_quietly(monkeypatch, capsys):

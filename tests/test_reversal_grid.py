@@ -30,7 +30,7 @@ def test_curse_defaults_fit_and_show_the_curse(pos, word_size):
     p = {**_notebook_defaults(), "pos_encoding": pos, "word_size": word_size, "seeds": 1}
     epochs, lr = runs.curse_schedule(word_size, pos, p["epochs"], p["lr"])
     make = lambda s: rv.make_reversal_data(p["vocab_size"], word_size, seed=s)
-    # evaluated once, at the end (the chapter's curves need ~50 evaluations; the claim needs one)
+    # evaluated once, at the end (the chapter's curves need ~30 evaluations; the claim needs one)
     fit = runs.seed_runs(p, make, "cpu", epochs=epochs, lr=lr, eval_every=epochs)
     h = fit.histories[0]
     assert h.last("train_prob") >= 0.99, (pos, word_size, h.last("train_prob"))

@@ -498,7 +498,7 @@ def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
                hooks=epoch_hook(on_epoch_end, spe, single=True))[0]
 
 
-EVALUATIONS_PER_RUN = 50     # the default: enough points for a training curve, a small share of the time
+EVALUATIONS_PER_RUN = 30     # the default: enough points for a training curve, a small share of the time
 
 
 def default_eval_every(epochs: int) -> int:
