@@ -63,10 +63,11 @@ book: install assets
 	@echo "Book: $(abspath _build/html/index.html)"
 
 # Unit-test workers: one more than the cores, since several tests mostly wait (a Slurm cluster's scheduler,
-# a Jupyter server, a sweep's subprocesses) and a waiting worker would leave its core idle.
+# a Jupyter server, a sweep's subprocesses) and a waiting worker would leave its core idle. The longest
+# tests come first (tests/conftest.py) and are dealt out one at a time (--dist load --maxschedchunk 1).
 UNIT_JOBS ?= $(shell echo $$(( $(JOBS) + 1 )))
 unit: install
-	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist worksteal tests
+	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist load --maxschedchunk 1 tests
 
 # Generated .ipynb copies of the MyST sources (git-ignored), for Jupyter users and nbval.
 notebooks: install
@@ -89,7 +90,7 @@ nbtest: install
 	    --nbcache-dir _build/.jupyter_cache
 
 test: install assets
-	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist worksteal tests
+	$(BIN)/python -m pytest -n $(UNIT_JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory nbtest
 	$(build_from_cache)
 	@echo "Book: $(abspath _build/html/index.html)"

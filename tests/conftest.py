@@ -32,19 +32,23 @@ def pytest_configure(config):
                                        "(minutes on two cores)")
 
 
-# Seconds of the longest tests (one worker, idle 2-vCPU machine, 2 December 2026). Only their order
-# matters: they start first, longest first, so that the xdist workers do not end with one of them
-# running alone while the other worker idles. Keys are node-id prefixes; other tests keep their order.
+# Seconds of the longest tests (three workers on an idle 2-vCPU machine, 2 December 2026). Only their
+# order matters: they start first, longest first, dealt out one at a time (``--dist load``), so that
+# the workers do not end with one of them running alone while the others idle. Keys are node-id
+# prefixes; other tests keep their order.
 LONGEST = {
-    "test_sweep_slurm.py::test_slurm_sweep": 75, "test_sweep.py::test_failed_point": 50,
-    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-3]": 45,
-    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-3]": 42,
-    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-2]": 32,
-    "test_sweep.py::test_interrupted_sweep": 30, "test_packaging.py::test_regular_install": 30,
-    "test_lab.py::": 30, "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-3]": 27,
-    "test_cli.py::test_run_writes_metrics": 22,
-    "test_gpu_check.py::test_cpu_mode": 18, "test_reversal_grid.py::": 16,
-    "test_sweep_slurm.py::": 10, "test_execute_notebooks.py::": 8,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-3]": 86,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-3]": 79,
+    "test_sweep_slurm.py::test_slurm_sweep": 52,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-3]": 51,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-2]": 44,
+    "test_sweep_slurm.py::test_capacity_ddp": 43, "test_sweep.py::test_failed_point": 39,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-2]": 38,
+    "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-2]": 37,
+    "test_sweep.py::test_interrupted_sweep": 30, "test_lab.py::": 29, "test_packaging.py::test_regular_install": 23,
+    "test_gpu_check.py::test_cpu_mode": 20, "test_cli.py::test_run_writes_metrics": 19,
+    "test_reversal_grid.py::": 15, "test_capacity.py::test_models_trained_in_worker": 15,
+    "test_execute_notebooks.py::": 12, "test_ensemble.py::test_compiled": 10, "test_theory.py::test_theory_figures": 8,
 }
 
 

@@ -47,7 +47,9 @@ def test_cpu_mode_runs_every_check_and_writes_every_figure(tmp_path, capsys):
         assert f["projected_train_s"] == pytest.approx(
             f["full_epochs"] * f["epoch_s"] + f["evaluations_full"] * f["eval_s"], rel=1e-2, abs=0.2)
         assert f["adamw_floor_fraction"] > 0 and f["adamw_bytes_per_step"] == 28 * f["seeds"] * f["params_per_seed"]
-    assert fig["reversal-paper-eager"]["evaluations_full"] == 50 and fig["chain-paper"]["evaluations_full"] == 50
+    from reasoning_lab.train import EVALUATIONS_PER_RUN       # the presets' 3000 epochs: every 100th
+    assert fig["reversal-paper-eager"]["evaluations_full"] == EVALUATIONS_PER_RUN == 3000 // 100
+    assert fig["chain-paper"]["evaluations_full"] == EVALUATIONS_PER_RUN
     assert fig["reversal-paper-eager"]["meets_target"] is False            # a shrunk run never meets it
     assert fig["reversal-paper-eager"]["adamw_alone_ms"] > 0
 

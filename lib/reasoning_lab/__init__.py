@@ -5,15 +5,15 @@ Core modules: ``model`` (the transformer), ``stacked`` (seeds as one batched mod
 ``io`` and ``devices``. ``experiments`` holds the registry, the parameter rules, the in-kernel session,
 the papermill runner and the command line; ``studies`` holds one folder per study of the book.
 """
-from . import data, devices, evaluate, experiments, io, model, plots, stacked, train
-from .data import SeqData
-from .devices import resolve_device, seed_everything
-from .evaluate import answer_logprobs
-from .experiments import params
-from .experiments.session import Run, start
-from .model import ModelConfig, Transformer, count_params, model_from_params
-from .stacked import build_models
-from .train import History, LoopConfig, TrainConfig, config_from_params, fit, train_seeds
+from .lazy import exports
+
+# Everything below loads on first use (see lazy.py): `import reasoning_lab` alone imports no PyTorch.
+__getattr__, __dir__ = exports(__name__, {
+    "data": ("SeqData",), "devices": ("resolve_device", "seed_everything"), "evaluate": ("answer_logprobs",),
+    "experiments": ("params",), "experiments.session": ("Run", "start"),
+    "model": ("ModelConfig", "Transformer", "count_params", "model_from_params"), "stacked": ("build_models",),
+    "train": ("History", "LoopConfig", "TrainConfig", "config_from_params", "fit", "train_seeds"),
+})
 
 __all__ = ["ModelConfig", "Transformer", "count_params", "Run", "start", "resolve_device", "seed_everything",
            "SeqData", "TrainConfig", "LoopConfig", "History", "fit", "config_from_params", "model_from_params",

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 
 
 def quiet() -> bool:
@@ -87,14 +86,22 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _scalar_tensor(x) -> bool:
+    # without importing PyTorch: where it has not been imported, no tensor exists
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor) and x.numel() == 1
 
 
 def _json_default(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
-    if isinstance(x, torch.Tensor) and x.numel() == 1:
+    if _scalar_tensor(x):
         return x.item()
     if isinstance(x, (tuple, set)):
         return list(x)
@@ -107,7 +114,7 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float | int | str]:
     """metrics.json is flat: numbers and strings only."""
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, torch.Tensor):
+        if _scalar_tensor(v):
             v = v.item()
         if isinstance(v, (np.floating, np.integer)):
             v = v.item()

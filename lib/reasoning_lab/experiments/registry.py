@@ -170,8 +170,9 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
 
 
 def notebook_parameter_info(path: Path) -> dict[str, dict[str, Any]]:
-    """``papermill.inspect_notebook`` on a MyST notebook: name -> {type, default (source text), value,
-    help}. ``value`` is the default as a Python value. Cached per file version (do not modify)."""
+    """What ``papermill.inspect_notebook`` reports for a notebook's parameters cell (:func:`read_parameters`):
+    name -> {type, default (source text), value, help}. ``value`` is the default as a Python value.
+    Cached per file version (do not modify)."""
     path = Path(path)
     stat = path.stat()
     return _inspect(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
