@@ -33,8 +33,8 @@ def pytest_configure(config):
 
 
 # Seconds of the longest tests (three workers on an idle 2-vCPU machine, 2 December 2026). Only their
-# order matters: they start first, longest first, dealt out one at a time (``--dist load``), so that
-# the workers do not end with one of them running alone while the others idle. Keys are node-id
+# order matters: they start first, longest first, dealt out one at a time (:func:`_longest_first`), so
+# that the workers do not end with one of them running alone while the others idle. Keys are node-id
 # prefixes; other tests keep their order.
 LONGEST = {
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-3]": 86,
@@ -57,14 +57,25 @@ def _expected_seconds(item) -> float:
     return max((s for prefix, s in LONGEST.items() if node.startswith(prefix)), default=0.0)
 
 
+def _longest_first(items) -> None:
+    """The tests of :data:`LONGEST` first, longest first, the others after them in their own order; but
+    each of the first ``workers`` long tests is followed by a short one. xdist (``--dist load
+    --maxschedchunk 1``) gives each worker two tests to begin with and then one more whenever it has
+    one left, so a worker starts on one long test and one short test, not on two long ones."""
+    long = sorted((i for i in items if _expected_seconds(i) > 0), key=lambda i: -_expected_seconds(i))
+    short = [i for i in items if _expected_seconds(i) == 0]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    head = [t for pair in zip(long[:workers], short[:workers]) for t in pair]
+    items[:] = head + long[len(head) // 2:] + short[len(head) // 2:]
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (full-size models on the CPU) run only with RUN_SLOW=1 (``make test-slow``)
     or when asked for with ``-m``; otherwise they are deselected. The longest tests go first
-    (:data:`LONGEST`)."""
-    items.sort(key=lambda item: -_expected_seconds(item))        # stable: the rest keep their order
-    if os.environ.get("RUN_SLOW", "") not in ("", "0") or config.getoption("markexpr", ""):
-        return
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    if slow:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+    (:func:`_longest_first`)."""
+    if os.environ.get("RUN_SLOW", "") in ("", "0") and not config.getoption("markexpr", ""):
+        slow = [item for item in items if item.get_closest_marker("slow") is not None]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+    _longest_first(items)
