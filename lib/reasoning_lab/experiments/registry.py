@@ -4,8 +4,9 @@ and the claims its default run must satisfy.
 Defaults live in exactly one place, the notebook's ``parameters`` cell (papermill overrides it); they are
 read as papermill's inspection reads them (:func:`read_parameters`; the tests compare the two), so
 ``papermill --help-notebook`` and the registry see the same names, types, defaults and help. The library
-holds what a notebook cannot: which values are allowed, the named presets and the claims. Each study declares its experiments in ``studies/<study>/experiment.py``; the
-registry finds those files itself (:func:`load_studies`).
+holds what a notebook cannot: which values are allowed, the named presets and the claims. Each study
+declares its experiments in ``studies/<study>/experiment.py``; the registry finds those files itself
+(:func:`load_studies`).
 """
 from __future__ import annotations
 
@@ -224,8 +225,9 @@ def read_parameters(source: str, name: str = "notebook") -> dict[str, dict[str, 
     import tokenize
 
     lines = source.splitlines()
-    comments = {tok.start[0]: (tok.start[1], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-                if tok.type == tokenize.COMMENT}
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    # line number -> (column, text) of the comment on that line
+    comments = {t.start[0]: (t.start[1], t.string) for t in tokens if t.type == tokenize.COMMENT}
     out: dict[str, dict[str, Any]] = {}
     misread = []
     for node in ast.parse(source).body:
