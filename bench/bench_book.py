@@ -87,7 +87,7 @@ def build(mode: str, jobs: int, cores: list[int], threads: int, keep: Path | Non
     work = keep / mode if keep else Path(tempfile.mkdtemp(prefix=f"bench-book-{mode}-"))
     if work.exists() and keep:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)   # mkdtemp has made it already
     py, jb = str(ROOT / ".venv" / "bin" / "python"), str(ROOT / ".venv" / "bin" / "jupyter-book")
     pin = ["taskset", "-c", ",".join(map(str, cores))] if shutil.which("taskset") else []
     # as `make book`; MPLBACKEND stays unset so that the kernels draw figures inline
