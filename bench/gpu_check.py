@@ -371,6 +371,11 @@ def _r(x, nd=3):
     return None if x is None else round(float(x), nd)
 
 
+def _sig(x, n=3):
+    """``x`` to ``n`` significant figures: rates that span GFLOP/s on a CPU to PFLOP/s on a GPU."""
+    return None if x is None else float(f"{float(x):.{n}g}")
+
+
 def epoch_times(stamps: list[float], t0: float, warmup: int) -> dict:
     """Per-epoch durations from end-of-epoch time stamps: the first (set-up, compilation), the steady
     median (epochs after ``warmup``, the last left out), and the last (it holds the evaluation)."""
@@ -447,11 +452,11 @@ def check_matmul(ctx: Context, fig: dict) -> None:
         b = torch.randn(n, n, device=ctx.device, dtype=dtype)
         sec = _time_op(lambda: a @ b, ctx.device, reps=reps if ctx.cuda else 3)
         rate = 2 * n ** 3 / sec
-        fig[f"{name}_n"], fig[f"{name}_tflops"] = n, _r(rate / 1e12, 2)
+        fig[f"{name}_n"], fig[f"{name}_tflops"] = n, _sig(rate / 1e12)
         ctx.cache[f"{name}_flops"] = rate
         del a, b
     fig["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
-    fig["summary"] = f"bf16 {fig['bf16_tflops']:,.1f} TFLOP/s, fp32 {fig['fp32_tflops']:,.1f} TFLOP/s"
+    fig["summary"] = f"bf16 {fig['bf16_tflops']:,.3g} TFLOP/s, fp32 {fig['fp32_tflops']:,.3g} TFLOP/s"
     free_memory(ctx.device)
 
 
