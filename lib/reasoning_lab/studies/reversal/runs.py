@@ -12,22 +12,21 @@ from ...experiments.params import as_dict
 from .task import Fit, fit_seeds
 
 # The training schedule, (epochs, learning rate), with which the reversal-curse defaults (2 layers,
-# width 128, batch 64, AdamW, seeds 0-2) fit every training sentence. One-token entities take the
-# original's learning rate 0.01 and 100 epochs with any positional encoding. Longer entities must be
-# told apart by the order of their tokens, which at 0.01 trains erratically: in our runs two-token
-# entities ended at training probability 0.25 (absolute positions, 100 epochs) and 0.93 (none, 150),
-# three-token ones at 0.07 (none, 150). At 0.003 most runs fit, but Adam's loss spikes stay: with
-# three-token entities and 200 epochs, absolute positions ended seeds 0 and 1 at 0.14 and 0.77 (both
-# had been above 0.97 twenty epochs earlier), no positions dropped seed 0 to 0.09 at epoch 100 and
-# ended seed 2 at 0.989, and which seeds spike changes with the CPU (the same runs on another CPU
-# ended seed 0 at 0.991 and 0.995). At 0.002 every cell rises smoothly: over seeds 0-2 the lowest training
-# probability at epoch 100 / 160 / 200 was 0.995 / 0.998 / 0.999 (word_size 2, absolute), 0.994 /
-# 0.998 / 0.998 (3, absolute), 0.993 / 0.997 / 0.998 (3, none) and 0.995 / 0.998 / 0.999 (3, rotary),
-# and 0.998 at epoch 150 with two-token entities and no or rotary positions; the held-out probability
-# stayed below 4e-6 (chance 0.0025). 150 epochs leave a margin.
-# tests/test_reversal_grid.py checks every other cell (tests/expectations.py the default one): training
-# probability >= 0.99 and held-out probability <= chance, one seed, through :func:`seed_runs` as the
-# notebook calls it.
+# width 128, batch 64, AdamW) fit every training sentence. One-token entities take the original's
+# learning rate 0.01 and 100 epochs with any positional encoding. Longer entities must be told apart by
+# the order of their tokens, which at 0.01 trains erratically: in our runs two-token entities ended at
+# training probability 0.25 (absolute positions, 100 epochs) and 0.93 (none, 150), three-token ones at
+# 0.07 (none, 150). At 0.003 most runs fit, but Adam's loss spikes stay: with three-token entities and
+# 200 epochs, absolute positions ended seeds 0 and 1 at 0.14 and 0.77 (both had been above 0.97 twenty
+# epochs earlier), no positions dropped seed 0 to 0.09 at epoch 100 and ended seed 2 at 0.989, and which
+# seeds spike changes with the CPU (the same runs on another CPU ended seed 0 at 0.991 and 0.995). At
+# 0.002 every cell rises smoothly: over seeds 0-2 the lowest training probability at epoch 100 / 160 /
+# 200 was 0.995 / 0.998 / 0.999 (word_size 2, absolute), 0.994 / 0.998 / 0.998 (3, absolute), 0.993 /
+# 0.997 / 0.998 (3, none) and 0.995 / 0.998 / 0.999 (3, rotary), and 0.998 at epoch 150 with two-token
+# entities and no or rotary positions; the held-out probability stayed below 4e-6 (chance 0.0025). 150
+# epochs leave a margin. tests/test_reversal_grid.py checks every other cell (tests/expectations.py the
+# default one): training probability >= 0.99 and held-out probability <= chance, one seed, through
+# :func:`seed_runs` as the notebook calls it.
 CURSE_SCHEDULE = {1: {"none": (100, 0.01), "absolute": (100, 0.01), "rotary": (100, 0.01)},
                   2: {"none": (150, 0.002), "absolute": (150, 0.002), "rotary": (150, 0.002)},
                   3: {"none": (150, 0.002), "absolute": (150, 0.002), "rotary": (150, 0.002)}}
