@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
 
     import reasoning_lab as lab
-    from reasoning_lab.train import train_seeds
+    from reasoning_lab.epochs import epoch_loop, train_one, train_seeds
     from reasoning_lab.studies.reversal.task import make_reversal_data
 
     torch.set_num_threads(args.threads)
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     steps_per_epoch = math.ceil(N / B)
     assert bool(data.train.answer[:, -1].all()) and int(data.train.answer.sum()) == N  # answer = last token
 
-    def cfg(**kw):
-        return lab.TrainConfig(epochs=args.epochs, batch_size=B, lr=1e-3, weight_decay=0.01, device=device,
-                               eval_every=10**9, progress=False, **kw)
+    def cfg():         # the chapter's loop (AdamW, fused), evaluated once, at the end
+        return epoch_loop(dict(epochs=args.epochs, batch_size=B, lr=1e-3, weight_decay=0.01), N, device,
+                          eval_every=0, progress=False)
 
     lab.seed_everything(0)
     ours = lab.model_from_params(p, vocab, max_len=T).to(device)
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     variants = {
-        "ours": (lambda: lab.train.train(ours, data.train, cfg(), {}), 1),
-        "ours-seeds": (lambda: train_seeds(ens_models, [d.train for d in datas], cfg(), [{} for _ in seeds],
-                                           seeds), args.seeds),
+        "ours": (lambda: train_one(ours, data.train, cfg(), B, 0, {}), 1),
+        "ours-seeds": (lambda: train_seeds(ens_models, [d.train for d in datas], cfg(), B, seeds,
+                                           [{} for _ in seeds]), args.seeds),
         "ours-plain": (plain_loop(ours_plain, lambda m, x: m(x)), 1),
         "hf": (plain_loop(hf, lambda m, x: m(input_ids=x).logits), 1),
         "hf-keep1": (plain_loop(hf, lambda m, x: m(input_ids=x, logits_to_keep=1).logits), 1),

@@ -42,7 +42,7 @@ LONGEST = {
     "test_sweep_slurm.py::test_slurm_sweep": 52,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-3]": 51,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[absolute-2]": 44,
-    "test_sweep_slurm.py::test_capacity_ddp": 43, "test_sweep.py::test_failed_point": 39,
+    "test_sweep_slurm.py::test_train_ddp": 43, "test_sweep.py::test_failed_point": 39,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-2]": 38,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-2]": 37,
     "test_sweep.py::test_interrupted_sweep": 30, "test_lab.py::": 29, "test_packaging.py::test_regular_install": 23,

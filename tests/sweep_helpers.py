@@ -71,7 +71,7 @@ def checkpoint_epoch(point: Path) -> int | None:
     files = checkpoint_files(point)
     if not files:
         return None
-    state = torch.load(files[0], map_location="cpu", weights_only=False)
+    state = torch.load(files[0], map_location="cpu", weights_only=True)
     if "epoch" in state:
         return int(state["epoch"])
     # the training loop's checkpoint counts steps; its history records the epoch of each evaluation,

@@ -12,10 +12,10 @@ from reasoning_lab.studies.capacity import vocab as V
 from reasoning_lab.studies.capacity.profiles import Profiles, generate_profiles, load_profiles_jsonl, save_profiles_jsonl
 from reasoning_lab.studies.capacity.questions import HELDOUT_SETS, QuestionBank
 from reasoning_lab.studies.capacity.sizing import config_for_budget, formula_count, llama_config, original_architecture
-from reasoning_lab.studies.capacity import sweep
-from reasoning_lab.studies.capacity.train import (AnswerLoss, CapacityConfig, main, question_losses, subject_bits,
-                                                  train_capacity)
+from reasoning_lab.studies.capacity import runs
+from reasoning_lab.studies.capacity.train import AnswerLoss, question_losses, subject_bits, train_capacity
 from reasoning_lab.model import Transformer, count_params
+from reasoning_lab.train import LoopConfig
 
 
 @pytest.fixture(scope="module")
@@ -259,9 +259,10 @@ def test_original_rule_and_exact_counts():
 def _tiny_run(bank, steps, ckpt=None, every=0, two_hop=False):
     torch.manual_seed(0)
     model = Transformer(llama_config(16, 1, len(bank.profiles.vocab)))
-    cfg = CapacityConfig(steps=steps, batch_size=128, lr=1e-2, evals=4, seed=0, eval_questions=64,
-                         checkpoint_path=ckpt, checkpoint_every=every, two_hop=two_hop)
-    return model, train_capacity(model, bank, cfg)
+    loop = LoopConfig(steps=steps, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.98), schedule="cosine",
+                      warmup_steps=max(1, steps // 50), grad_clip=1.0, eval_every=max(1, steps // 4),
+                      checkpoint_path=ckpt, checkpoint_every=every, progress=False)
+    return model, train_capacity(model, bank, loop, 128, seed=0, two_hop=two_hop, eval_questions=64)
 
 
 @pytest.mark.parametrize("two_hop_fraction", [0.0, 0.5])
@@ -279,17 +280,21 @@ def test_answer_loss_matches_the_full_forward_pass(small, two_hop_fraction):
     assert per_question.mean().item() == pytest.approx(reference.item(), rel=1e-5)
 
 
-def test_models_trained_in_worker_processes_match_serial_training(small):
-    _, _, bank = small
-    budgets = [count_params(llama_config(d, 1, len(bank.profiles.vocab)))["total"] for d in (16, 32)]
-    cfg = CapacityConfig(steps=6, batch_size=32, lr=1e-2, evals=2, eval_questions=16)
-    serial = sweep.train_models(bank, budgets, 1, cfg, seed=0)
-    parallel = sweep.train_models(bank, budgets, 1, cfg, seed=0, workers=2)
-    for (m1, r1), (m2, r2) in zip(serial, parallel):
+def test_models_trained_in_worker_processes_match_serial_training(tmp_path):
+    """The capacity run with workers > 1 trains its models in processes; each ends as when trained alone."""
+    from reasoning_lab import experiments
+
+    exp = experiments.get("capacity")
+    p = exp.resolve("default", {"n_profiles": 60, "budgets": [25_000, 32_000], "exposures": 2, "batch_size": 64,
+                                "n_layers": 1})
+    serial = exp.train(p, torch.device("cpu"), progress=False)
+    parallel = exp.train({**p, "workers": 2}, torch.device("cpu"))
+    for m1, m2, r1, r2 in zip(serial.models, parallel.models, serial.histories, parallel.histories):
         assert m1.num_params() == m2.num_params()
         assert r2["train_onehop_loss"] == pytest.approx(r1["train_onehop_loss"], rel=1e-5)
         for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-6)
+    assert serial.metrics == pytest.approx(parallel.metrics, rel=1e-5)
 
 
 def test_training_learns_and_reports_exposures(small):
@@ -326,175 +331,7 @@ def test_interrupted_training_resumes_to_the_same_result(small, tmp_path, monkey
     assert resumed.final["train_onehop_loss"] == pytest.approx(straight.final["train_onehop_loss"], rel=1e-6)
 
 
-def test_script_single_process(tmp_path):
-    m = main(["--profiles", "40", "--budget", "20000", "--layers", "1", "--exposures", "3", "--batch-size", "64",
-              "--first-names", "8", "--last-names", "8", "--values", "8", "--years", "10", "--device", "cpu",
-              "--out", str(tmp_path)])
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["world_size"] == 1 and saved["params"] == m["params"] <= 20000
-    assert saved["capacity_bits"] <= saved["dataset_entropy_bits"]
-
-
-def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    main(["--profiles", "40", "--budget", "20000", "--layers", "1", "--exposures", "2", "--batch-size", "64",
-          "--first-names", "8", "--last-names", "8", "--values", "8", "--years", "10", "--device", "cpu",
-          "--out", out])
-
-
-def test_script_runs_as_two_process_ddp_with_gloo(tmp_path):
-    """What ``torchrun --nproc_per_node 2 -m reasoning_lab.studies.capacity.train`` does: WORLD_SIZE=2 -> gloo DDP."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_ddp_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["world_size"] == 2 and saved["capacity_bits"] <= saved["dataset_entropy_bits"]
-    assert (tmp_path / "checkpoint.pt").exists()
-
-
-# --- probes --------------------------------------------------------------------------------------------
-def test_softmax_probe_fits_separable_data_and_penalty_shrinks_weights():
-    from reasoning_lab.studies.capacity.probes import fit_softmax
-
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(3, (1, 200), generator=g)
-    X = torch.nn.functional.one_hot(y, 3).float() * 4 + 0.1 * torch.randn(1, 200, 3, generator=g)
-    W = fit_softmax(X.expand(2, -1, -1), y.expand(2, -1), torch.tensor([0.0, 1.0]), 3)
-    logits = torch.bmm(torch.cat([X, torch.ones(1, 200, 1)], -1).expand(2, -1, -1), W)
-    assert (logits[0].argmax(-1) == y[0]).all()
-    assert W[1, :-1].norm() < W[0, :-1].norm()
-
-
-def test_probes_find_the_layer_and_position_that_carry_the_label(small):
-    from reasoning_lab.studies.capacity.probes import POSITIONS, ProbeData, run_probes
-
-    _, _, bank = small
-    g = torch.Generator().manual_seed(1)
-    n, d, C = 240, 6, 4
-    labels = torch.randint(C, (n,), generator=g)
-    feats = torch.randn(3, len(POSITIONS), n, d, generator=g)
-    feats[2, 3, :, :C] += 3 * torch.nn.functional.one_hot(labels, C).float()
-    data = ProbeData(feats, labels, torch.arange(n) // 2, bank.sample_two_hop(n, g), C)
-    res = run_probes(data, l2_grid=(1e-3, 1e-1), folds=2, seed=0)
-    assert res.best() == (2, 3) and float(res.accuracy[2, 3]) > 0.9
-    assert float(res.accuracy[0].max()) < 0.6 and res.unigram_loss == pytest.approx(math.log(C), abs=0.3)
-    assert res.n_train + res.n_test == n
-
-
-def test_probe_collection_labels_the_bridge(small):
-    from reasoning_lab.studies.capacity.probes import collect, model_first_token_loss, test_rows
-
-    _, p, bank = small
-    model = Transformer(llama_config(16, 2, len(p.vocab)))
-    data = collect(model, bank, 100, seed=0)
-    assert data.features.shape[:2] == (3, 5) and data.features.shape[3] == 16
-    assert len(torch.unique(data.pair)) == len(data.pair)               # one row per (person, relation)
-    person, r = data.pair // 4, data.pair % 4
-    assert torch.equal(data.labels, p.first[p.relations[person, r]])
-    assert torch.equal(data.batch.tokens[:, :3], p.name_tokens()[person])
-    own = model_first_token_loss(model, bank, data, test_rows(data))
-    assert own["loss"] > 0 and 0 <= own["accuracy"] <= 1
-
-
-def test_probe_split_holds_out_whole_people(small):
-    """The relation rows of one person share the name features: no person is on both sides."""
-    from reasoning_lab.studies.capacity.probes import collect, test_rows
-
-    _, p, bank = small
-    model = Transformer(llama_config(16, 2, len(p.vocab)))
-    data = collect(model, bank, 10_000, seed=0)
-    assert torch.equal(data.person, data.pair // 4) and data.requested == 10_000
-    assert len(data.pair) < data.requested                 # capped at the distinct trained pairs
-    test = torch.zeros(len(data.pair), dtype=torch.bool)
-    test[test_rows(data)] = True
-    assert test.any() and (~test).any()
-    assert not set(data.person[test].tolist()) & set(data.person[~test].tolist())
-    assert (torch.bincount(data.person) > 1).any()        # people with several relation rows exist
-
-
-def test_capacity_parts_split_facts_and_selection():
-    ent = E.dataset_entropy(_tiny_profiles(), "optimal")
-    zero = {s: 0.0 for s in ent.subjects}
-    parts = E.capacity_parts(zero, ent)
-    assert parts["facts"] == pytest.approx(4 * ent.per_profile) and parts["selection"] == pytest.approx(ent.selection)
-    assert E.capacity_parts(dict(ent.H), ent) == pytest.approx({"facts": 0.0, "selection": ent.selection})
-
-
-def test_experiment_parameters_are_validated():
-    from reasoning_lab import experiments
-
-    exp = experiments.get("capacity")
-    assert exp.resolve("cpu-full")["n_profiles"] == 2000
-    for bad, match in (({"relations": 5}, "relations=5"), ({"budgets": [5000]}, "budgets"),
-                       ({"n_profiles": 10**6, "n_first_names": 2, "n_last_names": 2}, "n_profiles"),
-                       ({"name_scheme": "binomial"}, "name_scheme")):
-        with pytest.raises(ValueError, match=match):
-            exp.resolve("default", bad)
-    with pytest.raises(ValueError, match="embed_dim=50"):
-        experiments.get("capacity-probes").resolve("default", {"embed_dim": 50})
-
-
-# --- chapter set-up, tables and the saved full run -------------------------------------------------
-def test_build_gives_the_chapter_setup_and_sizes_report_embedding_shares():
-    from reasoning_lab import experiments
-    from reasoning_lab.studies.capacity import report
-
-    p = experiments.get("capacity").resolve("default")
-    st = report.build(p)
-    assert len(st.profiles) == p["n_profiles"] and st.bank.profiles is st.profiles
-    assert set(st.ents) == {"optimal", "enumerate", "independent"}
-    rows = report.size_rows(p["budgets"], p["n_layers"], len(st.vocab))
-    for r in rows:
-        n = count_params(config_for_budget(r["budget"], p["n_layers"], len(st.vocab)))
-        assert r["params"] == n["total"] <= r["budget"]
-        assert r["embedding_share"] == pytest.approx(n["embedding"] / n["total"])
-    assert rows[0]["embedding_share"] > rows[-1]["embedding_share"] > 0.3   # embeddings are large
-    # at the default size the smallest model could hold the dataset at 2 bits per parameter
-    assert st.ent().one_hop < 2 * rows[0]["params"]
-    text = report.table(rows, report.SIZE_KEYS, fmt=report.SIZE_FORMAT)
-    assert all(len(line) <= 88 for line in text.splitlines())
-
-
-def test_saved_full_run_numbers_are_read_from_its_files():
-    """The numbers the chapter glues about the saved cpu-full run are its metrics and rows."""
-    import json
-
-    from reasoning_lab import experiments
-    from reasoning_lab.studies.capacity import report
-
-    folder = experiments.ROOT / "book" / "data" / "capacity-cpu-full"
-    metrics = json.loads((folder / "metrics.json").read_text())
-    params = json.loads((folder / "params.json").read_text())
-    exp = experiments.get("capacity")
-    dirs = report.saved_dirs(folder.parent)
-    assert dirs[0] == folder and len(dirs) >= 2                   # seed 0 and at least one more
-    seeds = [json.loads((d / "params.json").read_text())["seed"] for d in dirs]
-    assert len(set(seeds)) == len(seeds)
-    for d in dirs:                      # every saved seed is the cpu-full preset but for the run keys
-        saved = json.loads((d / "params.json").read_text())
-        for k, v in exp.resolve("cpu-full").items():
-            if k not in report.RUN_KEYS:     # a parameter added since the run: its default is what ran
-                assert saved.get(k, exp.defaults()[k]) == v, (d.name, k)
-    run = report.saved_run(folder)
-    g = report.saved_glue([run])
-    assert g["large_bpp_seed0"] == pytest.approx(metrics["bits_per_param"])
-    assert g["full_large"] == metrics["params"] and g["full_entropy"] == pytest.approx(
-        metrics["dataset_entropy_bits"])
-    large = run["rows"][-1]
-    assert g["large_bpp_body_seed0"] == pytest.approx(
-        metrics["capacity_bits"] / large["non_embedding_params"])
-    assert 0 < g["large_facts_share"] < 1 and 0.4 < g["large_emb"] < 0.6
-    assert g["full_entropy"] > 2 * g["full_large"]         # capacity-limited: more than 2 bits/param
-
-
-def test_seed_runs_take_only_saved_runs_with_the_same_parameters(tmp_path):
+def test_saved_seeds_take_only_saved_runs_with_the_same_parameters(tmp_path):
     import json
 
     from reasoning_lab import experiments
@@ -509,14 +346,14 @@ def test_seed_runs_take_only_saved_runs_with_the_same_parameters(tmp_path):
         (d / "params.json").write_text(json.dumps({**p, "seed": seed, "lr": lr}))
         write_csv(d / "models.csv", [row])
     live = [{**row, "capacity_bits": 10.0, "bits_per_param": 0.1}]
-    out = report.seed_runs(tmp_path, live, p)
+    out = report.saved_seeds(tmp_path, live, p)
     assert out["seeds"] == [0, 1] and out["bpp"] == [0.1, 0.2]
     assert out["default_bpp_range"] == "0.100–0.200" and out["bpp_body"] == [0.2, 0.4]
     # a run saved before the optimiser parameters existed ran with the trainer's defaults
     d = tmp_path / "capacity-default-seed3"
     d.mkdir()
     (d / "params.json").write_text(json.dumps({k: v for k, v in {**p, "seed": 3}.items()
-                                               if k not in report.OPTIMIZER_KEYS}))
+                                               if k not in ("betas", "schedule", "warmup_steps")}))
     write_csv(d / "models.csv", [row])
-    assert report.seed_runs(tmp_path, live, p)["seeds"] == [0, 1, 3]
-    assert report.seed_runs(tmp_path, live, {**p, "betas": [0.99, 0.999]})["seeds"] == [0]
+    assert report.saved_seeds(tmp_path, live, p)["seeds"] == [0, 1, 3]
+    assert report.saved_seeds(tmp_path, live, {**p, "betas": [0.99, 0.999]})["seeds"] == [0]

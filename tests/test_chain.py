@@ -1,6 +1,5 @@
 """Chain data, the loss flag, the two-step (chain-of-thought) evaluation and the logit maps."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import reasoning_lab as lab
+from reasoning_lab.epochs import epoch_loop, train_one
 from reasoning_lab.model import ModelConfig, Transformer
 from reasoning_lab.studies.chain import task as chain
 from reasoning_lab.studies.chain.task import DIRECT, INDIRECT
@@ -70,17 +70,16 @@ def test_loss_flag_switches_the_loss():
     data = chain.make_chain_data(40, 1, seed=0)
     losses, heads = {}, {}
     for flag in (False, True):
-        p = SimpleNamespace(epochs=1, batch_size=len(data.train), lr=1e-3, weight_decay=0.0,
-                            loss_whole_sequence=flag, n_layers=1, n_heads=1, embed_dim=8)
-        cfg = lab.config_from_params(p, seed=0, device="cpu", progress=False)
-        assert cfg.loss_whole_sequence is flag
+        p = dict(epochs=1, batch_size=len(data.train), lr=1e-3, weight_decay=0.0,
+                 loss_whole_sequence=flag, n_layers=1, n_heads=1, embed_dim=8)
+        loop = epoch_loop(p, len(data.train), "cpu", progress=False)
         torch.manual_seed(0)
         model = lab.model_from_params(p, data.vocab_size, max_len=3)
         with torch.no_grad():
             logp = F.log_softmax(model(data.train.tokens[:, :-1]), -1)
         nll = -logp.gather(-1, data.train.tokens[:, 1:, None]).squeeze(-1)
         expected = nll.mean() if flag else nll[:, 1].mean()                      # all positions vs the answer
-        h = lab.train.train(model, data.train, cfg, {})
+        h = train_one(model, data.train, loop, p["batch_size"], 0, {}, whole_sequence=p["loss_whole_sequence"])
         losses[flag] = h.last("train_loss")
         assert losses[flag] == pytest.approx(expected.item(), rel=1e-5)         # one full batch: loss at init
         heads[flag] = model.head.weight.detach().clone()
@@ -172,9 +171,9 @@ def test_tiny_model_shows_intransitivity_and_two_step_success():
     data = chain.make_chain_data(80, 1, seed=0, held_out_fraction=0.3)          # 20 triples, 6 held out
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=32, max_len=3))
-    h = lab.train.train(model, data.train, lab.TrainConfig(epochs=150, batch_size=32, lr=1e-2, eval_every=150,
-                                                     progress=False),
-                  {"train": data.train, "valid": data.valid})
+    loop = epoch_loop(dict(epochs=150, batch_size=32, lr=1e-2, eval_every=150), len(data.train), "cpu",
+                      progress=False)
+    h = train_one(model, data.train, loop, 32, 0, {"train": data.train, "valid": data.valid})
     m = chain.two_step_metrics(model, data)
     assert h.last("train_prob") > 0.9
     assert m["valid_two_step_prob"] > 0.8 and m["valid_two_step_acc"] == 1.0

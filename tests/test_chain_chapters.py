@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 from reasoning_lab.experiments import ROOT  # noqa: E402
 from reasoning_lab.studies.chain import figures as fg  # noqa: E402
 from reasoning_lab.studies.chain import task as chain  # noqa: E402
-from reasoning_lab.studies.reversal import runs  # noqa: E402
+from reasoning_lab.epochs import seed_runs  # noqa: E402
+from reasoning_lab.studies.chain import runs as cr  # noqa: E402
 
 TINY = dict(seed=0, seeds=2, n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute",
             tie_embeddings=False, freeze_embeddings=False, epochs=3, batch_size=16, lr=0.01,
@@ -77,9 +78,9 @@ def test_sweep_prose_agrees_with_the_saved_run():
 
 def test_seed_table_uses_two_step_metrics():
     make = lambda s: chain.make_chain_data(40, 1, seed=s)
-    fit = runs.seed_runs(TINY, make, "cpu", extra_splits=fg.step_splits)
-    table = fg.seed_table(fit.models, fit.sets, fit.histories)
-    for s, (m, d) in enumerate(zip(fit.models, fit.sets)):
+    fit = seed_runs(TINY, make, "cpu", extra_splits=cr.step_splits)
+    table = cr.seed_table(fit.models, fit.data, fit.histories)
+    for s, (m, d) in enumerate(zip(fit.models, fit.data)):
         ref = chain.two_step_metrics(m, d)
         assert table["two_step"][s] == ref["valid_two_step_prob"]
         assert table["direct"][s] == ref["valid_direct_prob"]
@@ -90,9 +91,9 @@ def test_seed_table_uses_two_step_metrics():
     text = fg.format_seed_table(table, 0)
     assert text.splitlines()[0].split()[-1] == "mean" and len(text.splitlines()) == 7
     mean = {k: float(np.mean(v)) for k, v in table.items()}
-    fig = fg.direct_vs_two_step_figure(mean, fit.data.chance_prob, fit.data.n_triples)
+    fig = fg.direct_vs_two_step_figure(mean, fit.data[0].chance_prob, fit.data[0].n_triples)
     assert fig.axes[0].get_ylabel() == "held-out triples, mean over seeds"
-    d0, m0 = fit.data, fit.model
+    d0, m0 = fit.data[0], fit.model
     maps = [chain.logit_maps(m0, d0, t, "query") for t in (d0.train_triples, d0.valid_triples)]
     fig = fg.logit_map_figure(*maps, "t")
     assert len(fig.axes) == 12
@@ -109,9 +110,9 @@ def test_seed_table_uses_two_step_metrics():
 def test_related_token_figures_and_unused_split():
     make = lambda s: chain.make_related_chain_data(40, 20, 8, 4, seed=s)
     d = make(0)
-    assert set(fg.unused_split(d)) == {"unused"} and len(fg.unused_split(d)["unused"]) == 8
-    assert fg.unused_split(chain.make_related_chain_data(40, 12, 8, 4, seed=0)) == {}
-    fit = runs.seed_runs(TINY, make, "cpu", extra_splits=fg.unused_split)
+    assert set(cr.unused_split(d)) == {"unused"} and len(cr.unused_split(d)["unused"]) == 8
+    assert cr.unused_split(chain.make_related_chain_data(40, 12, 8, 4, seed=0)) == {}
+    fit = seed_runs(TINY, make, "cpu", extra_splits=cr.unused_split)
     assert "unused_prob" in fit.histories[0]
     fig = fg.first_token_vs_entity_figure(fit.histories, d.chance_prob)
     assert fig.axes[1].get_title() == "whole entity (z i)"

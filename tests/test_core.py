@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import reasoning_lab as lab
+from reasoning_lab.epochs import epoch_loop, train_one
 from reasoning_lab.model import ModelConfig, Transformer, apply_rotary, count_params, rotary_tables
 from reasoning_lab.experiments.params import Bool, Choice, CompileMode, Float, Int, Seq, validate
 from reasoning_lab.studies.reversal.task import make_reversal_data
@@ -78,7 +79,7 @@ def test_frozen_embeddings_do_not_move():
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3))
     model.freeze_embeddings()
     before = model.tok_emb.weight.clone()
-    lab.train.train(model, data.train, lab.TrainConfig(epochs=2, batch_size=16, lr=1e-2))
+    train_one(model, data.train, epoch_loop(dict(epochs=2, batch_size=16, lr=1e-2), len(data.train), "cpu"), 16)
     torch.testing.assert_close(model.tok_emb.weight, before)
 
 
@@ -132,14 +133,16 @@ def _short_run(tmp_path=None, stop_at=None):
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3,
                                     dropout=0.1))
-    cfg = lab.TrainConfig(epochs=8, batch_size=8, lr=3e-3, seed=0,
-                          checkpoint_path=None if tmp_path is None else tmp_path / "ck.pt", checkpoint_every=3)
+    p = dict(epochs=8, batch_size=8, lr=3e-3)
+    spe = -(-len(data.train) // 8)
+    loop = epoch_loop(p, len(data.train), "cpu", None if tmp_path is None else tmp_path / "ck.pt",
+                      checkpoint_every=3 * spe)
 
     def stop(epoch, history):
         if stop_at is not None and epoch == stop_at:
             raise KeyboardInterrupt
 
-    return lab.train.train(model, data.train, cfg, {"train": data.train, "valid": data.valid}, on_epoch_end=stop)
+    return train_one(model, data.train, loop, 8, 0, {"train": data.train, "valid": data.valid}, on_epoch_end=stop)
 
 
 def test_same_seed_same_metrics():
@@ -160,8 +163,8 @@ def test_training_learns_the_seen_direction_only():
     data = make_reversal_data(200, 1, seed=0)
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=32, max_len=3))
-    h = lab.train.train(model, data.train, lab.TrainConfig(epochs=60, batch_size=32, lr=3e-3, eval_every=60),
-                  {"train": data.train, "valid": data.valid})
+    loop = epoch_loop(dict(epochs=60, batch_size=32, lr=3e-3, eval_every=60), len(data.train), "cpu")
+    h = train_one(model, data.train, loop, 32, 0, {"train": data.train, "valid": data.valid})
     assert h.last("train_prob") > 0.9
     assert h.last("valid_prob") < data.chance_prob
     assert h.last("valid_nll") > math.log(data.n_pairs)
@@ -184,16 +187,36 @@ def test_registry_defaults_have_rules():
             exp.resolve(preset)
 
 
-def test_checkpoints_are_keyed_by_the_settings_that_change_results(tmp_path):
-    from reasoning_lab.experiments.session import Run
+def test_a_run_folder_holds_one_run(tmp_path):
+    """A folder records its run; another run (other results-deciding parameters, another experiment) is
+    refused naming what differs, before anything in it changes; where and how fast it runs may differ;
+    a second writer is refused while the first holds it."""
+    from reasoning_lab.experiments.folder import FolderError, RunFolder, read_record
 
     base = {"seed": 0, "lr": 0.01, "device": "cpu", "threads": 1, "output_dir": str(tmp_path / "a")}
-    path = Run("x", base).checkpoint("model")
-    assert path.parent == tmp_path / "a" / "checkpoints"
-    moved = Run("x", {**base, "threads": 2, "output_dir": str(tmp_path / "a")}).checkpoint("model")
-    assert moved == path                                  # how fast it runs does not matter
-    assert Run("x", {**base, "lr": 0.02}).checkpoint("model") != path
-    assert Run("x", {**base, "output_dir": ""}).checkpoint("model") is None
+    with RunFolder(tmp_path / "a", "x", base) as folder:
+        assert folder.state == "new" and folder.checkpoint("model") == tmp_path / "a" / "checkpoints" / "model.pt"
+        with pytest.raises(FolderError, match="another run is writing to this folder"):
+            RunFolder(tmp_path / "a", "x", base)
+        folder.set_status("finished")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    with pytest.raises(FolderError, match=r"holds a run of x with lr=0.01 \(this run: 0.02\)"):
+        RunFolder(tmp_path / "a", "x", {**base, "lr": 0.02})
+    with pytest.raises(FolderError, match="holds a run of 'x', not 'y'"):
+        RunFolder(tmp_path / "a", "y", base)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before      # nothing changed
+    again = RunFolder(tmp_path / "a", "x", {**base, "threads": 4, "device": "cuda"})      # where, not what
+    assert again.state == "finished" and read_record(tmp_path / "a")["params"] == {"seed": 0, "lr": 0.01}
+    again.close()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(FolderError, match="not empty"):
+        RunFolder(tmp_path / "b", "x", base)
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(FolderError, match="is a file"):
+        RunFolder(tmp_path / "f", "x", base)
+    with pytest.raises(FolderError, match="is a file, so the folder cannot be made"):
+        RunFolder(tmp_path / "f" / "run", "x", base)
 
 
 def test_training_player_scrubs_recorded_frames():

@@ -1,10 +1,12 @@
-"""Batched-seed training (reasoning_lab.train.train_seeds) against separate runs of reasoning_lab.train."""
+"""Batched-seed training (reasoning_lab.epochs.train_seeds) against separate runs (epochs.train_one)."""
+import math
+
 import pytest
 import torch
 
 import reasoning_lab as lab
+from reasoning_lab.epochs import epoch_loop, train_one, train_seeds
 from reasoning_lab.stacked import StackedTransformer, VmapEnsemble, build_models
-from reasoning_lab.train import train_seeds
 from reasoning_lab.model import ModelConfig, Transformer
 from reasoning_lab.studies.reversal.task import make_reversal_data
 from reasoning_lab.data import loss_positions
@@ -19,9 +21,30 @@ def _make(seed, **kw):
 
 
 def _cfg(**kw):
-    base = dict(epochs=3, batch_size=16, lr=3e-3, weight_decay=0.01, eval_every=1, progress=False)
+    """A chapter's epoch parameters, with loop settings (grad_clip, warmup_steps, checkpoints in epochs)."""
+    base = dict(epochs=3, batch_size=16, lr=3e-3, weight_decay=0.01, eval_every=1, progress=False, seed=0)
     base.update(kw)
-    return lab.TrainConfig(**base)
+    return base
+
+
+def _loop(cfg, n):
+    extra = {k: cfg[k] for k in ("grad_clip", "progress", "checkpoint_path") if k in cfg}
+    if cfg.get("warmup_steps"):
+        extra.update(schedule="warmup", warmup_steps=cfg["warmup_steps"])
+    if cfg.get("checkpoint_every"):
+        extra["checkpoint_every"] = cfg["checkpoint_every"] * math.ceil(n / cfg["batch_size"])
+    return epoch_loop(cfg, n, "cpu", **extra)
+
+
+def _train_seeds(make, datas, cfg, splits, seeds, **kw):
+    models = make if isinstance(make, list) else build_models(make, seeds)
+    return train_seeds(models, datas, _loop(cfg, len(datas[0])), cfg["batch_size"], seeds, splits,
+                       static=cfg.get("static_batches"), **kw)
+
+
+def _train(model, data, cfg, splits):
+    return train_one(model, data, _loop(cfg, len(data)), cfg["batch_size"], cfg["seed"], splits,
+                     static=cfg.get("static_batches"))
 
 
 def _data():
@@ -33,8 +56,7 @@ def _sequential(datas, cfg, **model_kw):
     for s, d in zip(SEEDS, datas):
         lab.seed_everything(s)
         model = _make(s, **model_kw)
-        cfg.seed = s
-        out.append((lab.train.train(model, d.train, cfg, {"train": d.train, "valid": d.valid}), model))
+        out.append((_train(model, d.train, {**cfg, "seed": s}, {"train": d.train, "valid": d.valid}), model))
     return out
 
 
@@ -72,8 +94,8 @@ def test_train_seeds_matches_sequential_training(backend):
     cfg = _cfg(grad_clip=0.5, warmup_steps=3)
     seq = _sequential(datas, cfg)
     models = build_models(_make, SEEDS)
-    hist = train_seeds(models, [d.train for d in datas], cfg,
-                       [{"train": d.train, "valid": d.valid} for d in datas], SEEDS, backend=backend)
+    hist = _train_seeds(models, [d.train for d in datas], cfg,
+                        [{"train": d.train, "valid": d.valid} for d in datas], SEEDS, backend=backend)
     assert len(hist) == 2 and hist[0]["epoch"] == [1.0, 2.0, 3.0]
     for (h_seq, m_seq), h, m in zip(seq, hist, models):
         _assert_close(h_seq, h)
@@ -90,14 +112,13 @@ def test_train_seeds_frozen_tied_embeddings_match():
         lab.seed_everything(s)
         model = _make(s, tie_embeddings=True)
         model.freeze_embeddings()
-        cfg.seed = s
-        seq.append(lab.train.train(model, d.train, cfg, {"valid": d.valid}))
+        seq.append(_train(model, d.train, {**cfg, "seed": s}, {"valid": d.valid}))
 
     def make(s):
         model = _make(s, tie_embeddings=True)
         model.freeze_embeddings()
         return model
-    hist = train_seeds(make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
+    hist = _train_seeds(make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
     for h1, h2 in zip(seq, hist):
         _assert_close(h1, h2)
 
@@ -106,7 +127,7 @@ def test_resume_after_interruption_ends_like_an_uninterrupted_run(tmp_path):
     datas = _data()
     splits = [{"valid": d.valid} for d in datas]
     cfg = _cfg(epochs=4)
-    full = train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS)
+    full = _train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS)
 
     ckpt = tmp_path / "ens.pt"
     cfg = _cfg(epochs=4, checkpoint_path=ckpt, checkpoint_every=2)
@@ -115,13 +136,13 @@ def test_resume_after_interruption_ends_like_an_uninterrupted_run(tmp_path):
         if epoch == 3:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS, on_epoch_end=stop)
+        _train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS, on_epoch_end=stop)
     assert ckpt.exists() and not list(tmp_path.glob(".ens.pt*"))   # written atomically
-    resumed = train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS)
+    resumed = _train_seeds(lambda s: _make(s, dropout=0.1), [d.train for d in datas], cfg, splits, SEEDS)
     for h1, h2 in zip(full, resumed):
         assert h1.data == h2.data
     with pytest.raises(ValueError, match="seeds"):
-        train_seeds(_make, [d.train for d in datas], cfg, splits, [5, 6])
+        _train_seeds(_make, [d.train for d in datas], cfg, splits, [5, 6])
 
 
 def test_static_batches_pad_without_changing_training():
@@ -130,18 +151,18 @@ def test_static_batches_pad_without_changing_training():
     for static in (False, True):
         lab.seed_everything(0)
         model = _make(0)
-        runs.append(lab.train.train(model, d.train, _cfg(batch_size=24, static_batches=static), {"valid": d.valid}))
+        runs.append(_train(model, d.train, _cfg(batch_size=24, static_batches=static), {"valid": d.valid}))
     _assert_close(*runs, tol=1e-6)
 
 
 def test_bad_input():
     datas = _data()
     with pytest.raises(ValueError, match="one per seed"):
-        train_seeds(_make, [d.train for d in datas], _cfg(), None, [1])
+        _train_seeds(_make, [d.train for d in datas], _cfg(), None, [1])
     with pytest.raises(ValueError, match="same shape"):
-        train_seeds(_make, [datas[0].train, datas[1].train.take(slice(0, 5))], _cfg(), None, SEEDS)
+        _train_seeds(_make, [datas[0].train, datas[1].train.take(slice(0, 5))], _cfg(), None, SEEDS)
     with pytest.raises(ValueError, match="backend"):
-        train_seeds(_make, [d.train for d in datas], _cfg(), None, SEEDS, backend="gpu")
+        _train_seeds(_make, [d.train for d in datas], _cfg(), None, SEEDS, backend="gpu")
     with pytest.raises(ValueError, match="ModelConfig"):
         StackedTransformer([_make(0), _make(0, norm_eps=1e-3)])
     assert isinstance(VmapEnsemble([_make(0), _make(1)]), VmapEnsemble)
@@ -149,7 +170,7 @@ def test_bad_input():
 
 def test_train_seeds_static_batches_match_dynamic_ones():
     datas = _data()   # 17 training sentences: batch 40 pads more rows than there are sentences
-    runs = [train_seeds(_make, [d.train for d in datas], _cfg(epochs=2, batch_size=40, static_batches=st),
+    runs = [_train_seeds(_make, [d.train for d in datas], _cfg(epochs=2, batch_size=40, static_batches=st),
                         [{"valid": d.valid} for d in datas], SEEDS) for st in (False, True)]
     for h1, h2 in zip(*runs):
         _assert_close(h1, h2, tol=1e-6)
@@ -160,6 +181,7 @@ def test_compiled_training_step_matches_eager(monkeypatch, batched):
     """The CUDA path compiles the model with static batches (for CUDA graphs). Without a GPU, run that same
     code path under torch.compile's ``aot_eager`` backend, which traces forward and backward as the GPU
     compiler does (no graph breaks allowed) but runs them with eager kernels: the histories must match."""
+    import reasoning_lab.epochs as epochs
     import reasoning_lab.train as training
 
     datas = _data()
@@ -167,13 +189,14 @@ def test_compiled_training_step_matches_eager(monkeypatch, batched):
 
     def run():
         if batched:
-            return train_seeds(_make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
+            return _train_seeds(_make, [d.train for d in datas], cfg, [{"valid": d.valid} for d in datas], SEEDS)
         lab.seed_everything(0)
-        return [lab.train.train(_make(0), datas[0].train, cfg, {"valid": datas[0].valid})]
+        return [_train(_make(0), datas[0].train, cfg, {"valid": datas[0].valid})]
 
     eager = run()
     compile_ = torch.compile
     monkeypatch.setattr(training, "compile_mode", lambda *_: "reduce-overhead")
+    monkeypatch.setattr(epochs, "compile_mode", lambda *_: "reduce-overhead")
     calls = []
 
     def compile_on_cpu(model, mode=None, dynamic=None):

@@ -43,9 +43,10 @@ def test_cpu_mode_runs_every_check_and_writes_every_figure(tmp_path, capsys):
     for name in ("reversal-paper-eager", "reversal-paper-compiled", "reversal-paper-cudagraphs", "chain-paper"):
         f = fig[name]
         assert f["step_ms"] > 0 and f["shrunk"] is True and f["full_epochs"] == 3000, name
-        # the projection is the steady epoch time over the preset's 3000 epochs plus its evaluations
+        # the projection is the steady step time over the preset's 3000 epochs plus its evaluations
         assert f["projected_train_s"] == pytest.approx(
-            f["full_epochs"] * f["epoch_s"] + f["evaluations_full"] * f["eval_s"], rel=1e-2, abs=0.2)
+            f["full_epochs"] * f["steps_per_epoch"] * f["step_ms"] / 1000 + f["evaluations_full"] * f["eval_s"],
+            rel=1e-2, abs=0.2)
         assert f["adamw_floor_fraction"] > 0 and f["adamw_bytes_per_step"] == 28 * f["seeds"] * f["params_per_seed"]
     from reasoning_lab.train import EVALUATIONS_PER_RUN       # the presets' 3000 epochs: every 100th
     assert fig["reversal-paper-eager"]["evaluations_full"] == EVALUATIONS_PER_RUN == 3000 // 100
@@ -67,6 +68,7 @@ def test_cpu_mode_runs_every_check_and_writes_every_figure(tmp_path, capsys):
     assert paths["step_ms"] > 0 and 0 < paths["data_share"] and paths["flops_per_step_counted"] > 0
     tr = fig["torchrun"]
     assert tr["ddp"] is True and tr["metrics"]["world_size"] == 1 and tr["checkpoint_written"]
+    assert "train capacity --preset paper" in tr["command"]
 
     lines = out.rstrip().splitlines()                          # the table is printed last
     assert lines[-1].endswith(f"JSON: {tmp_path / 'gpu-check.json'}")
@@ -83,9 +85,32 @@ def test_bad_options_fail_before_any_work(tmp_path):
     assert not (tmp_path / "gpu-check.json").exists()
 
 
-def test_epoch_times_and_time_limit():
-    t = gpu_check.epoch_times([1.0, 2.0, 3.5, 4.5, 7.0], t0=0.0, warmup=1)
-    assert (t["first_s"], t["steady_s"], t["last_s"], t["timed_epochs"]) == (1.0, 1.0, 2.5, 3)
+def test_every_timed_run_is_the_experiments_own_run(monkeypatch, tmp_path):
+    """The check trains nothing of its own: every run it times is Experiment.train, at the preset's
+    parameters (shrunk by the size table) and on its device."""
+    from reasoning_lab.experiments import registry
+
+    calls = []
+    original = registry.Experiment.train
+
+    def spy(self, p, device, checkpoint=None, hooks=(), **loop):
+        calls.append((self.name, p))
+        return original(self, p, device, checkpoint, hooks, **loop)
+
+    monkeypatch.setattr(registry.Experiment, "train", spy)
+    for check in ("reversal-paper-eager", "chain-paper", "capacity-paper", "paths-paper", "reversal-default"):
+        assert gpu_check.main(["--device", "cpu", "--size", "tiny", "--out", str(tmp_path), "--only", check,
+                               "--budget", "600", "--budget-scale", "6"]) == 0
+    names = {n for n, _ in calls}
+    assert names == {"reversal-curse", "chain-of-thought", "capacity", "shortest-paths"}
+    paper = registry.get("reversal-curse").resolve("paper", gpu_check.SIZES["tiny"]["lm"])
+    timed = next(p for n, p in calls if n == "reversal-curse" and p["vocab_size"] == 800 and p["n_layers"] == 1
+                 and p["max_len"] == 1024)
+    assert {k: v for k, v in timed.items() if k not in ("epochs", "compile", "device")} == \
+        {k: v for k, v in paper.items() if k not in ("epochs", "compile", "device")}
+
+
+def test_time_limit():
     start = time.perf_counter()
     with pytest.raises(gpu_check.CheckTimeout):
         with gpu_check.time_limit(0.2):

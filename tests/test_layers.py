@@ -4,8 +4,9 @@
                  module): imports no study and nothing from experiments/
     experiments  registry, params, session, runner, cli: may import core; reaches the studies only
                  through the registry's dynamic loading (importlib), never by an import statement
-    studies      one folder each: may import core, and experiments.params / experiments.registry for
-                 their declarations; never another study
+    studies      one folder each: may import core, and from experiments/ what their declarations use
+                 (params, registry, originals, cost); never another study
+    notebooks    a chapter imports core and its own study, never another study's package
 
 and no cycles among the modules. Imports inside functions count as well as those at the top of a file, and
 so do the names a package's ``__init__`` exports lazily (``lazy.exports``).
@@ -19,6 +20,9 @@ import pytest
 
 PACKAGE = "reasoning_lab"
 ROOT = Path(__file__).resolve().parents[1] / "lib" / PACKAGE
+
+# What a study's experiment declaration may import from experiments/.
+DECLARATIONS = {f"{PACKAGE}.experiments.{m}" for m in ("params", "registry", "originals", "cost")}
 
 # Import edges that break a rule and are known. Each says why it is still here.
 KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
@@ -103,9 +107,9 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                 why = "core modules import no study and nothing from experiments/"
             elif kind == "experiments" and dkind == "studies":
                 why = "experiments/ reaches the studies only through the registry's dynamic loading"
-            elif kind == "studies" and dkind == "experiments" and dst not in (
-                    f"{PACKAGE}.experiments.params", f"{PACKAGE}.experiments.registry"):
-                why = "studies import only experiments.params and experiments.registry from experiments/"
+            elif kind == "studies" and dkind == "experiments" and dst not in DECLARATIONS:
+                why = ("studies import only what declarations use from experiments/ (params, registry, "
+                       "originals, cost)")
             elif kind == "studies" and dkind == "studies" and dstudy and dstudy != study:
                 why = "no study imports another study (move what they share into a core module)"
             elif kind == "package" and dkind == "studies":
@@ -154,7 +158,7 @@ def edges():
 
 def test_the_import_reader_sees_the_library(edges):
     # a reader that found nothing would pass every rule: check edges that must be there
-    assert "reasoning_lab.data" in edges["reasoning_lab.train"]
+    assert "reasoning_lab.data" in edges["reasoning_lab.epochs"]
     assert "reasoning_lab.experiments.registry" in edges["reasoning_lab.studies.chain.experiment"]
     assert "reasoning_lab.studies.capacity.entropy" in edges["reasoning_lab.studies.capacity"]   # lazy exports
     assert "reasoning_lab.experiments.params" in edges["reasoning_lab"]      # exported from experiments
@@ -197,3 +201,37 @@ def test_no_import_cycles(edges):
     assert not new, "import cycles: " + "; ".join(" <-> ".join(g) for g in new)
     stale = [g for g in KNOWN_CYCLES if g not in found]
     assert not stale, f"remove from KNOWN_CYCLES (the cycle is gone): {stale}"
+
+
+def notebook_imports(path: Path) -> set[str]:
+    """The ``reasoning_lab`` modules a chapter's code cells import."""
+    import re
+
+    code = "\n".join(re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", path.read_text(), re.S | re.M))
+    code = "\n".join(l for l in code.splitlines() if not l.startswith((":", "---", "tags:")))
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.startswith(PACKAGE)}
+
+
+def test_no_chapter_imports_another_study(tmp_path):
+    """A chapter imports core and its own study (the folder that declares its experiment), never another
+    study's package: what two studies share lives in a core module."""
+    from reasoning_lab import experiments
+
+    chapters = experiments.available()
+    assert len(chapters) >= 11
+    bad = []
+    for exp in chapters:
+        for module in sorted(notebook_imports(exp.notebook)):
+            parts = module.split(".")
+            if len(parts) > 2 and parts[1] == "studies" and parts[2] != exp.study:
+                bad.append(f"{exp.notebook.name} imports {module} (its study is {exp.study})")
+    assert not bad, "\n".join(bad)
+    fake = tmp_path / "chapter.md"
+    fake.write_text("```{code-cell} ipython3\nfrom reasoning_lab.studies.reversal import runs\n```\n")
+    assert notebook_imports(fake) == {"reasoning_lab.studies.reversal.runs"}

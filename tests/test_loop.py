@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import reasoning_lab as lab
+from reasoning_lab.epochs import epoch_loop, train_one
 from reasoning_lab.model import ModelConfig, Transformer
 from reasoning_lab.studies.reversal.task import make_reversal_data
 from reasoning_lab.studies.shortest_paths import handcrafted as hc
@@ -48,8 +49,8 @@ def _reversal_run(**kw):
     data = make_reversal_data(40, 1, seed=0)
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3))
-    cfg = lab.TrainConfig(epochs=3, batch_size=17, lr=1e-2, progress=False, static_batches=True, **kw)
-    return lab.train.train(model, data.train, cfg, {"train": data.train, "valid": data.valid})
+    loop = epoch_loop(dict(epochs=3, batch_size=17, lr=1e-2), len(data.train), "cpu", progress=False, **kw)
+    return train_one(model, data.train, loop, 17, 0, {"train": data.train, "valid": data.valid}, static=True)
 
 
 def test_inductor_compiled_training_matches_eager_on_cpu():
@@ -78,8 +79,9 @@ def _run_longer(**kw):
     data = make_reversal_data(40, 1, seed=0)
     lab.seed_everything(0)
     model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3))
-    cfg = lab.TrainConfig(epochs=30, batch_size=17, lr=1e-2, eval_every=10, progress=False, **kw)
-    return lab.train.train(model, data.train, cfg, {"train": data.train})
+    loop = epoch_loop(dict(epochs=30, batch_size=17, lr=1e-2, eval_every=10), len(data.train), "cpu",
+                      progress=False, **kw)
+    return train_one(model, data.train, loop, 17, 0, {"train": data.train})
 
 
 def test_the_loop_steps_one_optimizer_in_one_place():
@@ -147,11 +149,68 @@ def test_perturb_and_retrain_resumes_to_the_same_losses(tmp_path, monkeypatch):
     assert resumed == straight
 
 
-def test_a_checkpoint_of_another_format_is_replaced_with_a_warning(tmp_path):
-    ck = tmp_path / "old.pt"
-    torch.save({"model": {}, "epoch": 2}, ck)     # what the trainers wrote before the shared loop
-    reference = _reversal_run()
-    with pytest.warns(UserWarning, match="starts afresh"):
-        again = _reversal_run(checkpoint_path=ck)
-    assert again.data == reference.data
-    assert torch.load(ck, weights_only=False)["format"] == lab.train.CHECKPOINT_FORMAT
+def test_checkpoints_run_no_code_and_bad_ones_are_one_line(tmp_path):
+    """Checkpoints are read with weights_only=True: a pickle that would run code is refused (and does not
+    run); a truncated file, or one of another format, is one error naming the file and what to do."""
+    import pickle
+
+    planted = tmp_path / "planted.pt"
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    with open(planted, "wb") as f:
+        pickle.dump({"format": lab.train.CHECKPOINT_FORMAT, "x": Payload()}, f)
+    with pytest.raises(lab.train.CheckpointError, match=f"checkpoint {planted} cannot be read.*delete it"):
+        _reversal_run(checkpoint_path=planted)
+    assert not ran.exists()
+    reference = _reversal_run(checkpoint_path=tmp_path / "good.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((tmp_path / "good.pt").read_bytes()[:1000])
+    with pytest.raises(lab.train.CheckpointError, match=f"checkpoint {cut} cannot be read"):
+        _reversal_run(checkpoint_path=cut)
+    old = tmp_path / "old.pt"
+    torch.save({"model": {}, "epoch": 2}, old)     # what the trainers wrote before the shared loop
+    with pytest.raises(lab.train.CheckpointError, match="is not a reasoning-lab-fit-2 checkpoint"):
+        _reversal_run(checkpoint_path=old)
+    again = _reversal_run(checkpoint_path=tmp_path / "good.pt")      # finished: loaded, not trained
+    assert again.data == reference.data and again.finished_before
+
+
+def test_sigint_stops_at_the_end_of_a_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    """SIGINT during fit: the step in progress finishes, the checkpoint is written at that step, and
+    KeyboardInterrupt is raised; the same call resumes and ends as an uninterrupted run."""
+    import os
+    import signal
+
+    reference = _run_longer()
+    sent = {}
+
+    def hook(done, _h):
+        if done == 12 and not sent:
+            sent["at"] = done
+            os.kill(os.getpid(), signal.SIGINT)     # arrives during this step's bookkeeping
+    data = make_reversal_data(40, 1, seed=0)
+
+    def run(hooks=()):
+        lab.seed_everything(0)
+        model = Transformer(ModelConfig(vocab_size=data.vocab_size, n_layers=1, n_heads=2, d_model=16, max_len=3))
+        loop = epoch_loop(dict(epochs=30, batch_size=17, lr=1e-2, eval_every=10), len(data.train), "cpu",
+                          tmp_path / "ck.pt", progress=False)
+        from reasoning_lab.epochs import EpochBatches, AnswerCrossEntropy
+        from reasoning_lab.evaluate import evaluate
+        batches = EpochBatches(len(data.train), 17, [0])
+        spe = batches.steps_per_epoch
+        return lab.fit(model, batches, AnswerCrossEntropy(model, data.train, False, torch.device("cpu")), loop,
+                       evaluate=lambda done: {"epoch": done // spe, **evaluate(model, {"train": data.train})},
+                       hooks=hooks)[0]
+
+    with pytest.raises(KeyboardInterrupt, match="after step 12 of 30"):
+        run([hook])
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert state["step"] == 12
+    resumed = run()
+    assert resumed.start_step == 12
+    assert resumed.data == reference.data

@@ -51,3 +51,21 @@ def test_no_library_sized_functions_in_cells(path):
 def test_chapters_stay_thin():
     total = sum(code_lines(p) for p in NOTEBOOKS)
     assert total <= CODE_BUDGET, f"{total} code lines in the chapters (budget {CODE_BUDGET})"
+
+
+# What a chapter must not call: the pieces a study's run is built from. A chapter trains through
+# run.train() (Experiment.train), the one definition of its run that every other entrance calls too.
+RUN_PIECES = ("seed_runs(", "train_seeds(", "train_one(", ".fit(", "lab.fit(", "train_capacity(", "train_steps(",
+              "train_models(", "train_methods(", "LoopConfig(", "epoch_loop(", "loop_config(", "torch.optim.")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_chapter_trains_only_through_its_experiments_run(path):
+    from reasoning_lab import experiments
+
+    exp = experiments.get(path.stem)
+    code = "\n".join(src for _, src in code_cells(path))
+    found = [piece for piece in RUN_PIECES if piece in code]
+    assert not found, f"{path.name} assembles a run itself ({found}): train through run.train()"
+    if exp.trainer:
+        assert code.count("run.train(") == 1, f"{path.name} should call run.train() once"

@@ -247,3 +247,31 @@ def test_no_notebook_sets_threads_itself():
         calls = [n for src in code for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Attribute)
                  and n.attr == "set_num_threads"]
         assert not calls, f"{exp.name} sets torch threads; lab.start does it (REASONING_LAB_THREADS, threads)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The paper presets against the originals
+
+
+def test_every_paper_preset_says_where_it_comes_from():
+    """Each ``paper`` preset either is declared ours (with why), or gives the original's value and source
+    of each of its parameters; every value that differs from the original's says how and why."""
+    from reasoning_lab.experiments import presets
+
+    for exp in registry.available():
+        assert "paper" in exp.presets, exp.name
+        assert exp.preset_origin or exp.original, exp.name
+        assert presets.unexplained(exp) == [], exp.name
+    ours = {e.name for e in registry.available() if e.preset_origin}
+    assert ours == {"bilinear-dynamics", "one-layer-dynamics", "reversal-fixes", "capacity-probes",
+                    "bfs-handcrafted"}
+    cap = registry.get("capacity")
+    cap.presets["paper"]["lr"] = 0.5                                # an unexplained change is caught
+    try:
+        assert presets.unexplained(cap) == ["capacity: lr=0.5 differs from the original's 0.001 without a "
+                                            "stated reason"]
+    finally:
+        cap.presets["paper"]["lr"] = 0.001
+    text = presets.book_markdown()
+    assert "| `betas` | [0.99, 0.999] | [0.99, 0.999] | train_llama.py |" in text
+    assert text.count("**The `paper` preset is ours.**") == len(ours)

@@ -10,7 +10,7 @@ from reasoning_lab import experiments
 from reasoning_lab.model import ModelConfig, Transformer, count_params
 from reasoning_lab.studies.reversal import task as rv
 from reasoning_lab.studies.reversal.in_context import make_reversal_icl_data
-from reasoning_lab.train import TrainConfig, train
+from reasoning_lab.epochs import epoch_loop, train_one
 from reasoning_lab.evaluate import answer_logprobs
 
 
@@ -156,8 +156,9 @@ def test_the_curse_holds(pos, word_size):
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=d.vocab_size, n_layers=2, n_heads=2, d_model=32,
                                     max_len=2 * word_size + 1, pos_encoding=pos))
-    cfg = TrainConfig(epochs=300, batch_size=len(d.train), lr=0.01, eval_every=300, progress=False)
-    h = train(model, d.train, cfg, {"train": d.train, "valid": d.valid})
+    n = len(d.train)
+    loop = epoch_loop(dict(epochs=300, batch_size=n, lr=0.01, eval_every=300), n, "cpu", progress=False)
+    h = train_one(model, d.train, loop, n, 0, {"train": d.train, "valid": d.valid})
     assert h.last("train_prob") >= 0.99, h.last("train_prob")
     assert h.last("valid_prob") <= d.chance_prob, (h.last("valid_prob"), d.chance_prob)
 
@@ -215,13 +216,14 @@ def test_masked_training_learns_and_scores_masked_answers():
         y = x.clone()
         y[:, 2] = (y[:, 2] + 1) % d.vocab_size
         assert not torch.allclose(model(x)[:, 0], model(y)[:, 0])
-    h = train_masked(model, d.train, TrainConfig(epochs=400, batch_size=len(d.train), lr=0.01, eval_every=400,
-                                                 progress=False), d.vocab_size, {"train": d.train})
+    n = len(d.train)
+    loop = epoch_loop(dict(epochs=400, batch_size=n, lr=0.01, eval_every=400), n, "cpu", progress=False)
+    h = train_masked(model, d.train, loop, n, 0, d.vocab_size, {"train": d.train})
     assert h.last("train_prob") > 0.5
     lp = masked_answer_logprobs(model, d.train, d.vocab_size)["whole"]
     assert lp.exp().mean().item() == pytest.approx(h.last("train_prob"), rel=1e-5)
     with pytest.raises(ValueError, match="causal=False"):
-        train_masked(_tiny_model(d.vocab_size + 1), d.train, TrainConfig(epochs=1, progress=False), d.vocab_size)
+        train_masked(_tiny_model(d.vocab_size + 1), d.train, loop, n, 0, d.vocab_size)
 
 
 @pytest.mark.parametrize("pos", ["absolute", "rotary"])
@@ -245,40 +247,32 @@ def test_attention_weights_reproduce_the_block(pos):
         assert torch.allclose(rebuilt, block.attn(h, rope), atol=1e-5)
 
 
-def test_fit_method_runs_every_method():
+def test_every_method_trains_and_the_seeds_match_separate_runs(tmp_path):
+    """Each fix trains (valid probabilities, the model it says), and its seeds trained together give the
+    histories of each seed trained alone."""
     from reasoning_lab.studies.reversal import fixes as fx
-    d = rv.make_reversal_data(40, 1, seed=0)
-    p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
-             freeze_embeddings=False, epochs=2, batch_size=64, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
-             loss_whole_sequence=False, word_size=1, max_len=0, strong_weight_decay=1.0, masked_epochs=2,
-             masked_lr=0.003)
-    for m in fx.METHODS:
-        f = fx.fit_method(p, d, m, seed=0, device="cpu")
-        assert 0.0 <= f.history.last("valid_prob") <= 1.0 and len(f.history["epoch"]) == 2
-        assert (f.model.head.weight is f.model.tok_emb.weight) == (m == "tied")
-        assert f.model.cfg.causal == (m != "masked")
+    make = lambda s: rv.make_reversal_data(40, 1, seed=s)
+    p = dict(seed=0, seeds=2, n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute",
+             tie_embeddings=False, freeze_embeddings=False, epochs=2, batch_size=16, lr=0.01, weight_decay=0.01,
+             betas=[0.9, 0.999], loss_whole_sequence=False, word_size=1, max_len=0, strong_weight_decay=1.0,
+             masked_epochs=2, masked_lr=0.003, methods=list(fx.METHODS))
+    runs = fx.train_methods(p, make, "cpu", checkpoint=lambda name: tmp_path / f"{name}.pt")
+    d = make(0)
+    for m, run in runs.items():
+        h, model = run.histories[0], run.models[0]
+        assert 0.0 <= h.last("valid_prob") <= 1.0 and len(h["epoch"]) == 2
+        assert (model.head.weight is model.tok_emb.weight) == (m == "tied")
+        assert model.cfg.causal == (m != "masked")
         extra = {"reversed_copies": 2, "identity_neutral": 1, "masked": 1, "reversed_relations": 6,
                  "two_relations": 2}.get(m, 0)
-        assert f.model.cfg.vocab_size == d.vocab_size + extra
-    with pytest.raises(ValueError, match="method='nope'"):
-        fx.fit_method(p, d, "nope", seed=0, device="cpu")
-
-
-def test_fit_method_seeds_matches_one_fit_per_seed(tmp_path):
-    from reasoning_lab.studies.reversal import fixes as fx
-    datas = [rv.make_reversal_data(40, 1, seed=s) for s in (0, 1)]
-    p = dict(n_layers=1, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
-             freeze_embeddings=False, epochs=2, batch_size=16, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
-             loss_whole_sequence=False, word_size=1, max_len=0, strong_weight_decay=1.0, masked_epochs=2,
-             masked_lr=0.003)
-    for m in fx.METHODS:
-        fits = fx.fit_method_seeds(p, datas, m, [0, 1], device="cpu", checkpoint=tmp_path / f"{m}.pt")
-        for s, (d, f) in enumerate(zip(datas, fits)):
-            one = fx.fit_method(p, d, m, seed=s, device="cpu")
-            assert (f.model.head.weight is f.model.tok_emb.weight) == (m == "tied")
+        assert model.cfg.vocab_size == d.vocab_size + extra
+        for s in (0, 1):
+            one = fx.train_method({**p, "seed": s, "seeds": 1}, make, m, "cpu")
             for key in ("train_loss", "valid_prob", "train_prob"):
-                assert np.allclose(f.history[key], one.history[key], rtol=1e-3, atol=1e-6), (m, s, key)
-    assert (tmp_path / "masked-seed1.pt").exists() and (tmp_path / "tied.pt").exists()
+                assert np.allclose(run.histories[s][key], one.history[key], rtol=1e-3, atol=1e-6), (m, s, key)
+    assert (tmp_path / "masked-seeds-seed1.pt").exists() and (tmp_path / "tied-seeds.pt").exists()
+    with pytest.raises(ValueError, match="method='nope'"):
+        fx.train_method(p, make, "nope", "cpu")
 
 
 def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monkeypatch):
@@ -290,9 +284,10 @@ def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monk
         torch.manual_seed(0)
         model = Transformer(ModelConfig(vocab_size=d.vocab_size + 1, n_layers=1, n_heads=2, d_model=16,
                                         max_len=3, causal=False, dropout=0.2))
-        cfg = TrainConfig(epochs=6, batch_size=16, lr=0.01, eval_every=2, progress=False, seed=0,
-                          checkpoint_path=ckpt, checkpoint_every=2)
-        return masked.train_masked(model, d.train, cfg, d.vocab_size, {"train": d.train})
+        spe = -(-len(d.train) // 16)
+        loop = epoch_loop(dict(epochs=6, batch_size=16, lr=0.01, eval_every=2), len(d.train), "cpu", ckpt,
+                          checkpoint_every=2 * spe, progress=False)
+        return masked.train_masked(model, d.train, loop, 16, 0, d.vocab_size, {"train": d.train})
 
     straight = run()
     original, calls = masked.uniform_masks, {"n": 0}
@@ -311,29 +306,3 @@ def test_interrupted_masked_training_with_dropout_resumes_exactly(tmp_path, monk
     assert run(tmp_path / "m.pt").data == straight.data
 
 
-def test_fit_seeds_gives_the_models_and_snapshots_of_separate_fits():
-    p = dict(n_layers=2, n_heads=2, embed_dim=16, dropout=0.0, pos_encoding="absolute", tie_embeddings=False,
-             freeze_embeddings=False, epochs=4, batch_size=8, lr=0.01, weight_decay=0.01, betas=[0.9, 0.999],
-             loss_whole_sequence=False)
-    seeds = [5, 6]
-    sets = [rv.make_reversal_data(40, 1, seed=s) for s in seeds]
-    snaps_seq, snaps = [], []
-    seq = [rv.fit(p, d.train, {"train": d.train, "valid": d.valid}, d.vocab_size, seed=s, device="cpu",
-                  snapshot=(lambda m, e: snaps_seq.append((e, m.head.weight.detach().clone()))) if s == 5 else None)
-           for s, d in zip(seeds, sets)]
-    fits = rv.fit_seeds(p, [d.train for d in sets], [{"train": d.train, "valid": d.valid} for d in sets],
-                        sets[0].vocab_size, seeds, device="cpu", snapshot_every=3,
-                        snapshot=lambda m, e: snaps.append((e, m.head.weight.detach().clone())))
-    for a, b in zip(seq, fits):
-        assert torch.allclose(a.init_embedding, b.init_embedding)
-        for k in ("train_loss", "valid_nll", "train_acc"):
-            assert a.history[k] == pytest.approx(b.history[k], abs=1e-5), k
-        for (name, w1), w2 in zip(a.model.named_parameters(), b.model.parameters()):
-            if name.endswith("qkv.bias"):   # the key bias has an exactly-zero gradient (softmax ignores a shift
-                w1, w2 = (torch.cat([w[:16], w[32:]]) for w in (w1, w2))   # shared by all keys), so Adam
-                                            # blows its rounding noise up: compare the query and value parts
-            assert torch.allclose(w1, w2, atol=1e-5), name
-    # the snapshot sees the first seed's model as it was after epochs 3 and 4 (the last)
-    assert [e for e, _ in snaps] == [3, 4]
-    for e, w in snaps:
-        assert torch.allclose(w, snaps_seq[e - 1][1], atol=1e-5)

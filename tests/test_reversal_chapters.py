@@ -11,6 +11,8 @@ import torch
 
 matplotlib.use("Agg")
 
+from reasoning_lab import experiments  # noqa: E402
+from reasoning_lab.epochs import seed_runs  # noqa: E402
 from reasoning_lab.studies.reversal import figures as fg  # noqa: E402
 from reasoning_lab.studies.reversal import fixes as fx  # noqa: E402
 from reasoning_lab.studies.reversal import runs  # noqa: E402
@@ -85,26 +87,46 @@ def test_curse_schedule():
 
 def test_seed_runs_trains_every_seed_and_records_frames():
     make = lambda s: rv.make_reversal_data(40, 1, seed=s)
-    fit = runs.seed_runs(TINY, make, "cpu", record=lambda m, d: rv.logit_matrices(m, d), n_frames=2)
-    assert len(fit.fits) == 2 and fit.data.train.tokens.equal(make(3).train.tokens)
+    fit = seed_runs(TINY, make, "cpu", record=lambda m, d: rv.logit_matrices(m, d), n_frames=2)
+    assert len(fit.models) == 2 and fit.data[0].train.tokens.equal(make(3).train.tokens)
     assert [e for e, _ in fit.frames] == [2, 4]
     assert set(fit.frames[0][1]) == set(fg.GROUP_TITLES)
-    means = fit.mean_last()
-    assert set(means) == set(runs.FINAL_KEYS)
+    means = fit.mean_last(*runs.FINAL_KEYS)
     assert means["valid_prob"] == pytest.approx(np.mean([h.last("valid_prob") for h in fit.histories]))
-    one = rv.fit(TINY, make(4).train, {"train": make(4).train, "valid": make(4).valid},
-                 make(4).vocab_size, seed=4, device="cpu")
+    one = seed_runs({**TINY, "seed": 4, "seeds": 1}, make, "cpu")      # seed 4 alone: the same run
     assert one.history["train_loss"] == pytest.approx(fit.histories[1]["train_loss"], abs=1e-5)
-    icl = runs.seed_runs({**TINY, "seeds": 1, "epochs": 1},
-                         lambda s: make_reversal_icl_data(40, 10, 4, seed=s), "cpu")
-    assert icl.fits[0].model.cfg.vocab_size == icl.data.vocab_size
+    icl = seed_runs({**TINY, "seeds": 1, "epochs": 1}, lambda s: make_reversal_icl_data(40, 10, 4, seed=s), "cpu")
+    assert icl.model.cfg.vocab_size == icl.data[0].vocab_size
     with pytest.raises(ValueError, match="seeds=0"):
-        runs.seed_runs({**TINY, "seeds": 0}, make, "cpu")
+        seed_runs({**TINY, "seeds": 0}, make, "cpu")
+
+
+def test_frames_survive_a_resumed_and_a_finished_run(tmp_path):
+    """Frames live in the checkpoint: an interrupted run resumed, and a finished run loaded again, have
+    every frame of an uninterrupted run."""
+    make = lambda s: rv.make_reversal_data(40, 1, seed=s)
+    record = lambda m, d: rv.logit_matrices(m, d)
+    ckpt = tmp_path / "seeds.pt"
+    straight = seed_runs(TINY, make, "cpu", record=record, n_frames=4)
+
+    def stop(done, _h):
+        if done == 5:                        # in epoch 3 of 4 (2 steps an epoch), after the epoch-2 save
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        seed_runs(TINY, make, "cpu", ckpt, record=record, n_frames=4, hooks=[stop], loop={"checkpoint_every": 2})
+    resumed = seed_runs(TINY, make, "cpu", ckpt, record=record, n_frames=4)
+    again = seed_runs(TINY, make, "cpu", ckpt, record=record, n_frames=4)
+    assert resumed.histories[0].start_step == 4 and again.resumed().startswith("trained earlier")
+    for run in (resumed, again):
+        assert [e for e, _ in run.frames] == [e for e, _ in straight.frames] == [1, 2, 3, 4]
+        for (_, a), (_, b) in zip(run.frames, straight.frames):
+            assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+        assert run.histories[0].data == straight.histories[0].data
 
 
 def test_figures_of_the_curse_chapter():
     d = rv.make_reversal_data(40, 1, seed=0)
-    fit = runs.seed_runs({**TINY, "seeds": 1}, lambda s: d, "cpu", record=lambda m, dd: rv.logit_matrices(m, dd))
+    fit = seed_runs({**TINY, "seeds": 1}, lambda s: d, "cpu", record=lambda m, dd: rv.logit_matrices(m, dd))
     model = fit.model
     mats = rv.logit_matrices(model, d)
     fig = fg.heatmap_grid(mats, "title")
@@ -113,9 +135,9 @@ def test_figures_of_the_curse_chapter():
     assert table["diag_acc_relation_valid_unseen"] == (rv.diagonal_accuracy(mats["valid_unseen"]),
                                                       1 / len(mats["valid_unseen"]))
     ids = rv.embedding_token_ids(d)
-    fig, stats = fg.cosine_figure(fit.fits[0].init_embedding, model.tok_emb.weight, ids)
+    fig, stats = fg.cosine_figure(fit.extra["inits"][0], model.tok_emb.weight, ids)
     assert stats["cos_offdiag_std_theory"] == pytest.approx(1 / 4)
-    init_cos = rv.off_diagonal(rv.cosine_matrix(fit.fits[0].init_embedding[ids]))
+    init_cos = rv.off_diagonal(rv.cosine_matrix(fit.extra["inits"][0][ids]))
     assert stats["cos_offdiag_std_init"] == pytest.approx(float(init_cos.std()))
     xs = np.linspace(-3, 3, 6001)
     assert np.trapezoid(fg.gaussian_density(xs, 0.5), xs) == pytest.approx(1.0, abs=1e-4)
@@ -128,7 +150,7 @@ def test_attention_figure_draws_the_last_position():
     from reasoning_lab.model import attention_weights
 
     d = make_reversal_icl_data(40, 10, 4, seed=0)
-    fit = runs.seed_runs({**TINY, "seeds": 1, "n_layers": 2}, lambda s: d, "cpu")
+    fit = seed_runs({**TINY, "seeds": 1, "n_layers": 2}, lambda s: d, "cpu")
     queries = d.valid.tokens[:, :-1]
     fig, att = fg.attention_figure(fit.model, queries, list("ab→c↔d"), "t")
     expected = attention_weights(fit.model, queries)[:, :, :, -1, :].mean(1)
@@ -141,10 +163,10 @@ def test_attention_figure_draws_the_last_position():
 
 def test_method_table_glue_and_figure():
     datas = [rv.make_reversal_data(40, 1, seed=s) for s in (0, 1)]
-    results = {m: fx.fit_method_seeds({**TINY, "epochs": 2}, datas, m, [0, 1], device="cpu")
-               for m in ("baseline", "tied")}
+    results = fx.train_methods({**TINY, "seed": 0, "epochs": 2, "methods": ["baseline", "tied"]},
+                               lambda s: datas[s], "cpu")
     table = fg.method_table(results)
-    assert table["valid"]["tied"][1] == results["tied"][1].history.last("valid_prob")
+    assert table["valid"]["tied"][1] == results["tied"].histories[1].last("valid_prob")
     glued = fg.method_glue(table)
     assert glued["baseline_valid"] == pytest.approx(table["valid"]["baseline"].mean())
     assert glued["tied_valid_1"] == table["valid"]["tied"][1] and "tied_train" in glued

@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from reasoning_lab.experiments import cli as lab_cli
+from reasoning_lab.experiments import runner
 from reasoning_lab.experiments import sweep as sw
+from reasoning_lab.experiments.sweep import status_path
 from sweep_helpers import TINY, checkpoint_epoch, cli, marked_env, sweep_rows, wait_for_checkpoint, wait_no_marked
 
 
@@ -19,7 +21,14 @@ LONG = 20_000
 
 def test_failed_point_is_recorded_others_finish_and_rerun_runs_only_it(tmp_path):
     out = tmp_path / "sw"
-    # seed=1 cannot write its metrics (a folder is in the way): its notebook raises in the last cell
+    # seed=1 cannot write its metrics (a folder is in the way): its notebook raises in the last cell. The
+    # folder is this sweep's, and seed=1's run folder records its own run, so both are taken as they are.
+    from reasoning_lab.experiments.folder import RunFolder
+
+    params = runner.prepare("reversal-curse", "default", {**dict(a.split("=") for a in TINY[1::2]),
+                                                          "epochs": 2, "seed": 1})[1]
+    RunFolder(out / "seed=1", "reversal-curse", params).close()
+    (out / "sweep.json").write_text(json.dumps({"experiment": "reversal-curse"}))
     (out / "seed=1" / "metrics.json").mkdir(parents=True)
     env, mark = marked_env()
     res = cli("sweep", "reversal-curse", "--grid", "seed=0,1", "-p", "epochs=2", *TINY, "--jobs", "2",
@@ -31,18 +40,18 @@ def test_failed_point_is_recorded_others_finish_and_rerun_runs_only_it(tmp_path)
     assert [rows[s]["status"] for s in "01"] == ["done", "failed"]
     assert "IsADirectoryError" in rows["1"]["error"] and rows["1"]["log"].endswith(".err")
     assert float(rows["0"]["train_prob"]) > 0 and rows["1"]["train_prob"] == ""
-    status = json.loads((out / "seed=1" / "status.json").read_text())
+    status = json.loads(status_path(out / "seed=1").read_text())
     assert status["status"] == "failed" and "IsADirectoryError" in status["error"]
-    assert (out / "seed=1" / "reversal-curse.ipynb").exists()      # the executed notebook shows the cell
+    assert (out / "seed=1" / "reversal-curse.failed.ipynb").exists()   # the executed notebook shows the cell
     assert wait_no_marked(mark) == []
 
-    done_before = (out / "seed=0" / "status.json").stat().st_mtime_ns
+    done_before = status_path(out / "seed=0").stat().st_mtime_ns
     (out / "seed=1" / "metrics.json").rmdir()
     res = cli("sweep", "reversal-curse", "--grid", "seed=0,1", "-p", "epochs=2", *TINY, "--jobs", "2",
               "--out", out, env=env)
     assert res.returncode == 0, res.stderr
     assert "1 already done, 1 to run" in res.stdout
-    assert (out / "seed=0" / "status.json").stat().st_mtime_ns == done_before
+    assert status_path(out / "seed=0").stat().st_mtime_ns == done_before
     rows = sweep_rows(out, "seed")
     assert [rows[s]["status"] for s in "01"] == ["done", "done"]
     assert json.loads((out / "seed=1" / "metrics.json").read_text())["train_prob"] == float(rows["1"]["train_prob"])
@@ -72,6 +81,7 @@ def test_interrupted_sweep_leaves_no_process(tmp_path, how):
             proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "resume" in err
+    assert "Traceback" not in err and len([l for l in err.splitlines() if l.strip()]) == 1, err
     assert sweep_rows(out, "seed")["0"]["status"] == "interrupted"
     assert wait_no_marked(mark) == []
     assert 0 < checkpoint_epoch(out / "seed=0") < LONG     # the checkpoint stays for the next run

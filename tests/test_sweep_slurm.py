@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
+from reasoning_lab.experiments.sweep import status_path
 from sweep_helpers import MARK, TINY, checkpoint_epoch, checkpoint_files, marked_env, sweep_rows, wait_for_checkpoint, wait_no_marked
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -164,7 +165,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     try:
         long = out / "epochs=2000"
         epoch = wait_for_checkpoint(long, proc)
-        job = json.loads((long / "status.json").read_text())["job"]
+        job = json.loads(status_path(long).read_text())["job"]
         assert job and _squeue(slurm.env)[job] == "RUNNING"
         subprocess.run(["scancel", job], env=slurm.env, check=True)
         stdout, stderr = proc.communicate(timeout=300)
@@ -177,7 +178,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     rows = sweep_rows(out, "epochs")
     assert [rows[e]["status"] for e in ("2", "2000")] == ["done", "cancelled"]
     assert float(rows["2"]["train_prob"]) > 0 and rows["2000"]["job"] == job
-    assert json.loads((long / "status.json").read_text())["status"] == "cancelled"
+    assert json.loads(status_path(long).read_text())["status"] == "cancelled"
     stopped_at = checkpoint_epoch(long)
     assert epoch <= stopped_at < 2000                    # cancelled mid-run, its checkpoint kept
     checkpoint = checkpoint_files(long)
@@ -189,7 +190,7 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            status = json.loads((long / "status.json").read_text())
+            status = json.loads(status_path(long).read_text())
             if status["job"] != job and status["status"] == "running":
                 break
             time.sleep(0.2)
@@ -205,11 +206,11 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert sweep_rows(out, "epochs")["2000"]["status"] == "interrupted"
     assert wait_no_marked(mark) == []
 
-    done_before = (out / "epochs=2" / "status.json").stat().st_mtime_ns
+    done_before = status_path(out / "epochs=2").stat().st_mtime_ns
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "1 already done, 1 to run" in res.stdout
-    assert (out / "epochs=2" / "status.json").stat().st_mtime_ns == done_before
+    assert status_path(out / "epochs=2").stat().st_mtime_ns == done_before
     rows = sweep_rows(out, "epochs")
     assert [rows[e]["status"] for e in ("2", "2000")] == ["done", "done"]
     assert rows["2000"]["job"] not in (job, second)
@@ -218,21 +219,26 @@ def test_slurm_sweep_cancel_one_point_others_finish_rerun_resumes_it(slurm, tmp_
     assert wait_no_marked(mark) == []
 
 
-def test_capacity_ddp_sbatch_template_trains_data_parallel(slurm, tmp_path):
-    """slurm/capacity-ddp.sbatch as shipped, with the GPU and node options overridden on the sbatch
-    command line for this one-node CPU cluster: srun starts torchrun, torchrun two gloo ranks."""
+def test_train_ddp_sbatch_template_trains_the_preset_data_parallel(slurm, tmp_path):
+    """slurm/train-ddp.sbatch as shipped, with the GPU and node options overridden on the sbatch command
+    line for this one-node CPU cluster: srun starts torchrun, torchrun two gloo ranks of `reasoning-lab
+    train capacity --preset paper` (sizes shrunk with -p; the template sets no hyper-parameter)."""
     out = tmp_path / "cap"
-    env = {**slurm.env, "PYTHON": sys.executable, "PROCS_PER_NODE": "2", "REASONING_LAB_QUIET": "1",
-           "MASTER_ADDR": "127.0.0.1"}        # the test node's name need not resolve
-    script = Path(__file__).resolve().parents[1] / "slurm" / "capacity-ddp.sbatch"
-    trainer = ["--profiles", "40", "--budget", "40000", "--layers", "1", "--first-names", "8", "--last-names", "8",
-               "--values", "8", "--years", "10", "--exposures", "2", "--batch-size", "32", "--device", "cpu",
-               "--out", str(out)]
+    bin_dir = Path(sys.executable).parent
+    env = {**slurm.env, "PYTHON": sys.executable, "REASONING_LAB": str(bin_dir / "reasoning-lab"),
+           "PROCS_PER_NODE": "2", "REASONING_LAB_QUIET": "1", "MASTER_ADDR": "127.0.0.1"}   # the node's name
+    script = Path(__file__).resolve().parents[1] / "slurm" / "train-ddp.sbatch"          # need not resolve
+    shrink = [x for kv in ("n_profiles=40", "budgets=[80000]", "n_layers=1", "exposures=2", "batch_size=32",
+                           "device=cpu") for x in ("-p", kv)]
     res = subprocess.run(["sbatch", "--wait", "--nodes=1", "--gpus-per-node=0", f"--cpus-per-task={os.cpu_count()}",
-                          f"--output={tmp_path}/ddp-%j.out", str(script), *trainer],
+                          f"--output={tmp_path}/ddp-%j.out", str(script), "capacity", "paper", str(out), *shrink],
                          env=env, capture_output=True, text=True, timeout=300, cwd=script.parents[1])
     log = "\n".join(f.read_text() for f in tmp_path.glob("ddp-*.out"))
     assert res.returncode == 0, res.stderr + log
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["params"] <= 40000 and metrics["capacity_bits"] >= 0
-    assert (out / "checkpoint.pt").exists()
+    assert metrics["world_size"] == 2 and metrics["params"] <= 80000 and metrics["capacity_bits"] >= 0
+    assert (out / "checkpoints" / "model-80000.pt").exists()
+    params = json.loads((out / "params.json").read_text())
+    assert params["betas"] == [0.99, 0.999] and params["schedule"] == "warmup" and params["n_cities"] == 223
+    text = script.read_text()
+    assert "--lr" not in text and "--betas" not in text and "reasoning-lab train" in text

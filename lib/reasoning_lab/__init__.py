@@ -1,8 +1,9 @@
 """Reasoning Lab: the library behind the book.
 
 Core modules: ``model`` (the transformer), ``stacked`` (seeds as one batched model), ``data``, ``train``
-(the one training loop, :func:`fit`, and its answer cross-entropy trainers), ``evaluate``, ``plots``,
-``io`` and ``devices``. ``experiments`` holds the registry, the parameter rules, the in-kernel session,
+(the one training loop, :func:`fit`, its :class:`LoopConfig` and the :class:`Trained` result of a
+study's run), ``epochs`` (epochs over fixed sentences, the seeds of a chapter side by side),
+``evaluate``, ``plots``, ``io`` and ``devices``. ``experiments`` holds the registry, the parameter rules, the in-kernel session,
 the papermill runner and the command line; ``studies`` holds one folder per study of the book.
 """
 from .lazy import exports
@@ -12,12 +13,11 @@ __getattr__, __dir__ = exports(__name__, {
     "data": ("SeqData",), "devices": ("resolve_device", "seed_everything"), "evaluate": ("answer_logprobs",),
     "experiments": ("params",), "experiments.session": ("Run", "start"),
     "model": ("ModelConfig", "Transformer", "count_params", "model_from_params"), "stacked": ("build_models",),
-    "train": ("History", "LoopConfig", "TrainConfig", "config_from_params", "fit", "train_seeds"),
+    "train": ("History", "LoopConfig", "Trained", "fit"), "epochs": ("seed_runs", "train_seeds"),
 })
 
 __all__ = ["ModelConfig", "Transformer", "count_params", "Run", "start", "resolve_device", "seed_everything",
-           "SeqData", "TrainConfig", "LoopConfig", "History", "fit", "config_from_params", "model_from_params",
-           "answer_logprobs",
-           "train_seeds", "build_models", "data", "devices", "evaluate", "experiments", "io", "model", "params",
-           "plots", "stacked", "train"]
+           "SeqData", "LoopConfig", "History", "Trained", "fit", "model_from_params", "answer_logprobs",
+           "seed_runs", "train_seeds", "build_models", "data", "devices", "epochs", "evaluate", "experiments",
+           "io", "model", "params", "plots", "stacked", "train"]
 __version__ = "0.1.0"

@@ -19,8 +19,10 @@ def quiet() -> bool:
     return os.environ.get("REASONING_LAB_QUIET", "") not in ("", "0")
 
 
-def progress(iterable: Iterable, total: int | None = None, desc: str | None = None, enabled: bool | None = None):
-    """A progress bar when a person is watching, the bare iterable otherwise."""
+def progress(iterable: Iterable, total: int | None = None, desc: str | None = None, enabled: bool | None = None,
+             initial: int = 0):
+    """A progress bar when a person is watching, the bare iterable otherwise (``initial``: items done
+    before, e.g. by the run a resumed one continues)."""
     if enabled is None:
         enabled = not quiet()
     if not enabled:
@@ -30,10 +32,10 @@ def progress(iterable: Iterable, total: int | None = None, desc: str | None = No
         from tqdm.std import tqdm
 
         return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, ncols=88,
-                    mininterval=0.5)
+                    mininterval=0.5, initial=initial)
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, initial=initial)
 
 
 def _umask() -> int:

@@ -173,3 +173,38 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
         fig.suptitle(f"{xlabel} {x}{of}")
 
     return scrubber(fig, show, len(frames), interval=interval)
+
+
+def attention_figure(model, queries, labels: Sequence[str], title: str):
+    """Where the last position of ``queries`` looks: its attention over the positions, averaged over the
+    rows of ``queries``, one heat-map (head x position) per layer. Returns the figure and the
+    ``[layers, heads, positions]`` tensor it draws."""
+    import matplotlib.pyplot as plt
+
+    from .model import attention_weights
+
+    att = attention_weights(model, queries)[:, :, :, -1, :].mean(1)
+    n_layers, n_heads, n_pos = att.shape
+    if len(labels) != n_pos:
+        raise ValueError(f"labels has {len(labels)} entries: expected one per position ({n_pos})")
+    fig, axes = plt.subplots(1, n_layers, figsize=(4.2 * n_layers, 3.0), squeeze=False,
+                             constrained_layout=True)
+    for layer, ax in enumerate(axes[0]):
+        heatmap(ax, att[layer], f"layer {layer + 1}", "attended position (token)", "head",
+                      vmin=0, vmax=1, cmap="viridis", colorbar_label="attention weight")
+        ax.set_xticks(range(n_pos), [f"{i}: {t}" for i, t in enumerate(labels)])
+        ax.set_yticks(range(n_heads), [str(h + 1) for h in range(n_heads)])
+    fig.suptitle(title)
+    return fig, att
+
+
+def glue_values(**values) -> dict:
+    """Glue every value (a number for ``{glue:text}`` in the prose) without displaying it; returns
+    them. Outside a notebook kernel this only returns the values."""
+    try:
+        from myst_nb import glue
+    except ImportError:           # the library without the book's extras
+        return values
+    for name, value in values.items():
+        glue(name, value, display=False)
+    return values

@@ -1,74 +1,43 @@
-"""The training loop of every study, and the answer cross-entropy trainers built on it.
+"""The training loop of every study: :func:`fit`, its one configuration type :class:`LoopConfig`, the
+per-seed :class:`History` it records, and :class:`Trained`, what a study's run returns.
 
-:func:`fit` is the one loop: it takes a model (one model, or a stack of seeds from :mod:`.stacked`), a
-*batch source* (what to train on at each step) and an *objective* (the loss of a batch), and owns
-everything else: the step counter, the learning-rate schedule, the optimizer (AdamW or Adam, fused on
-CPU and CUDA), bf16 autocast and ``torch.compile``, gradient clipping (per seed for a stack), the
-evaluation schedule, one :class:`History` per seed, hooks, and atomic checkpoints that hold the
-weights, the optimizer, the batch source's random state, PyTorch's global random state and the
-history, so that a run started again with the same checkpoint ends exactly where an uninterrupted run
-ends. The studies plug in their own batch sources and objectives: answer cross-entropy over epochs of
-a fixed :class:`SeqData` (:func:`train`, :func:`train_seeds`), masked-token training, fresh question
-batches for the capacity study, fresh graph batches for the shortest-path models.
+:func:`fit` takes a model (one model, or a stack of seeds from :mod:`.stacked`), a *batch source*
+(what to train on at each step) and an *objective* (the loss of a batch), and owns everything else:
+the step counter, the learning-rate schedule, the optimizer (AdamW or Adam, fused on CPU and CUDA),
+bf16 autocast and ``torch.compile``, gradient clipping (per seed for a stack), the evaluation
+schedule, one :class:`History` per seed, hooks, interrupts, and atomic checkpoints that hold the
+weights, the optimizer, the batch source's random state, PyTorch's global random state, the histories
+and any other state the caller registers (``state=``, e.g. frames recorded during training), so that
+a run started again with the same checkpoint ends exactly where an uninterrupted run ends.
 
 A batch source is any object with ``batch(step)`` (the batch of step ``step``, drawn in step order),
 ``state_dict()`` and ``load_state_dict(state)``. An objective is a callable ``objective(forward,
 batch) -> (loss, n)``: ``loss`` is a scalar, or ``[S]`` (one loss per seed) for a stacked model, and
 ``n`` the number of examples it averages (the weight of the step in the mean training loss); it may
-also return a third item, a dict of per-step values to record.
+also return a third item, a dict of per-step values to record. Each study plugs in its own: epochs
+over fixed sentences (:mod:`.epochs`), masked-token training, fresh question batches for the capacity
+study, fresh graph batches for the shortest-path models.
 
-For the SeqData trainers, data are equal-length token rows plus a boolean mask of the *answer* tokens.
-The loss is taken on the answer tokens, or on every next-token prediction with
-``loss_whole_sequence=True``. Only the scored positions go through the output layer
-(:func:`loss_positions`, ``Transformer(index=)``). With a CUDA-graph compile mode (``"reduce-overhead"``)
-every batch has the same shape: the last, partial batch is padded with rows of weight zero, which
-changes neither the loss nor the gradient (``static_batches``).
+Checkpoints hold tensors and plain data only and are read with ``weights_only=True``: a file planted in
+a run's folder cannot run code. SIGINT and SIGTERM during :func:`fit` end the current step, write the
+checkpoint and raise :class:`KeyboardInterrupt`; the same call again resumes.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .data import SeqData, loss_positions
-from .evaluate import evaluate, logits_at
 from .io import progress, torch_save
-from .stacked import Stacked, _rows, build_models, make_ensemble, stack_positions
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    loss_whole_sequence: bool = False
-    grad_clip: float | None = None
-    warmup_steps: int = 0
-    eval_every: int = 1              # epochs between evaluations (the last epoch is always evaluated)
-    seed: int = 0
-    device: str | torch.device = "cpu"
-    bf16: bool = True                # autocast to bfloat16 on CUDA (on CPU only with bf16_cpu)
-    bf16_cpu: bool = False           # autocast to bfloat16 on the CPU too (tests of the bf16 path)
-    compile: bool | str = False      # torch.compile on CUDA (on CPU only with compile_cpu); a string is the
-                                     # mode, e.g. "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs"
-    compile_cpu: bool = False        # allow torch.compile off CUDA (inductor on the CPU: tests of that path)
-    static_batches: bool | None = None  # pad the last batch to batch_size with zero-weight rows;
-                                        # None = only when compiling on CUDA (fixed shapes, no recompiles)
-    fused: bool | None = None        # fused AdamW kernel (one pass over all tensors); None = on CPU and CUDA
-    checkpoint_path: str | Path | None = None
-    checkpoint_every: int = 0        # epochs; 0 = only at the end (when a path is given)
-    progress: bool | None = None     # None = automatic (bar when interactive, silent in builds)
-    desc: str | None = None
+from .stacked import Stacked
 
 
 @dataclass
@@ -94,11 +63,11 @@ class LoopConfig:
     checkpoint_every: int = 0        # steps; 0 = only at the end (when a path is given)
     device: str | torch.device = "cpu"
     bf16: bool = True                # autocast to bfloat16 on CUDA
-    bf16_cpu: bool = False           # ... and on the CPU
-    compile: bool | str = False      # torch.compile on CUDA (a string is the mode)
-    compile_cpu: bool = False        # ... and off CUDA
+    bf16_cpu: bool = False           # ... and on the CPU (tests of the bf16 path)
+    compile: bool | str = False      # torch.compile on CUDA (a string is the mode, e.g. "reduce-overhead")
+    compile_cpu: bool = False        # ... and off CUDA (inductor on the CPU: tests of that path)
     static_shapes: bool = False      # compile for fixed shapes (dynamic=False)
-    progress: bool | None = None
+    progress: bool | None = None     # None = automatic (bar when interactive, silent in builds)
     desc: str | None = None
 
     def __post_init__(self):
@@ -131,17 +100,28 @@ def learning_rate(cfg: LoopConfig, step: int) -> float:
     return cfg.lr * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+EVALUATIONS_PER_RUN = 30     # the default: enough points for a training curve, a small share of the time
+
+
+def default_eval_every(epochs: int) -> int:
+    """Epochs between evaluations by default: about :data:`EVALUATIONS_PER_RUN` per run."""
+    return max(1, epochs // EVALUATIONS_PER_RUN)
+
+
 class History:
     """Metric lists of one run, keyed like ``valid_nll`` / ``train_prob_first``; the x axis is a list too
     (``epoch`` or ``step``). ``final`` holds the values of the last evaluation, ``seconds`` the training
-    time. Keys with a slash read as groups: ``h.by_label["1"]`` is ``h["by_label/1"]``; any key is also
-    an attribute (``h.loss``)."""
+    time, ``start_step`` the step this call of :func:`fit` started from (above 0 when it resumed from a
+    checkpoint) and ``finished_before`` whether that checkpoint was already finished. Keys with a slash read as
+    groups: ``h.by_label["1"]`` is ``h["by_label/1"]``; any key is also an attribute (``h.loss``)."""
 
     def __init__(self, data: dict[str, list[float]] | None = None, final: dict[str, float] | None = None,
                  seconds: float = 0.0):
         self.data = {k: list(v) for k, v in (data or {}).items()}
         self.final = dict(final or {})
         self.seconds = float(seconds)
+        self.start_step = 0              # set by fit: where this call started
+        self.finished_before = False     # set by fit: the checkpoint it loaded was finished
 
     def add(self, **values: float) -> None:
         for k, v in values.items():
@@ -154,7 +134,7 @@ class History:
         return key in self.data
 
     def __getattr__(self, name: str):
-        if name.startswith("_") or name in ("data", "final", "seconds"):
+        if name.startswith("_") or name in ("data", "final", "seconds", "start_step", "finished_before"):
             raise AttributeError(name)
         if name in self.data:
             return self.data[name]
@@ -177,46 +157,65 @@ class History:
         return cls(state["data"], state["final"], state["seconds"])
 
 
-def make_optimizer(params: Sequence[torch.Tensor], cfg, device: torch.device,
-                   kind: str = "adamw") -> torch.optim.Optimizer:
+@dataclass
+class Trained:
+    """What a study's run returns (``Experiment.train``): the trained models and their histories, the
+    metrics the run determines (every metric the experiment declares that does not need the chapter's
+    figures), the data they were trained on, frames recorded during training (first seed or model,
+    ``(x, payload)``), tables the run writes as CSV (``name.csv -> rows``) and anything else a chapter
+    needs (``extra``)."""
+
+    models: list
+    histories: list[History]
+    metrics: dict[str, Any]
+    data: Any = None
+    frames: list = field(default_factory=list)
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.models[0]
+
+    @property
+    def history(self) -> History:
+        return self.histories[0]
+
+    def mean_last(self, *keys: str) -> dict[str, float]:
+        """``{key: mean over the histories of the key's last recorded value}``."""
+        return {k: float(sum(h.last(k) for h in self.histories) / len(self.histories)) for k in keys}
+
+    def resumed(self) -> str | None:
+        """How this call trained, in words, when it did not start from scratch (None when it did)."""
+        if self.histories and all(h.finished_before for h in self.histories):
+            return "trained earlier: loaded the finished checkpoint, no training"
+        starts = [h.start_step for h in self.histories if h.start_step]
+        return f"resumed from a checkpoint at step {min(starts):,}" if starts else None
+
+
+def make_optimizer(params: Sequence[torch.Tensor], cfg: LoopConfig, device: torch.device) -> torch.optim.Optimizer:
     """The one optimizer policy: AdamW (or Adam), fused on CPU and CUDA unless ``cfg.fused`` says otherwise."""
-    fused = device.type in ("cpu", "cuda") if getattr(cfg, "fused", None) is None else cfg.fused
+    fused = device.type in ("cpu", "cuda") if cfg.fused is None else cfg.fused
     extra = {"fused": True} if fused else {}
-    opt = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-    return opt(list(params), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(list(params), lr=cfg.lr if cfg.lr is not None else 1e-3, betas=tuple(cfg.betas),
+               weight_decay=cfg.weight_decay, **extra)
 
 
-def compile_mode(cfg, device: torch.device) -> str | None:
+def compile_mode(cfg: LoopConfig, device: torch.device) -> str | None:
     """The ``torch.compile`` mode to train with, or None for eager (eager off CUDA unless ``compile_cpu``)."""
-    if not cfg.compile or (device.type != "cuda" and not getattr(cfg, "compile_cpu", False)):
+    if not cfg.compile or (device.type != "cuda" and not cfg.compile_cpu):
         return None
     return "default" if cfg.compile is True else str(cfg.compile)
 
 
-def autocast_context(cfg, device: torch.device):
+def autocast_context(cfg: LoopConfig, device: torch.device):
     """bf16 autocast on CUDA (``cfg.bf16``), on the CPU only with ``cfg.bf16_cpu``; else no autocast."""
     if device.type == "cuda" and cfg.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and getattr(cfg, "bf16_cpu", False):
+    if device.type == "cpu" and cfg.bf16_cpu:
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def uses_static_batches(cfg: TrainConfig, device: torch.device) -> bool:
-    return compile_mode(cfg, device) is not None if cfg.static_batches is None else bool(cfg.static_batches)
-
-
-def batch_rows(order: torch.Tensor, b: int, batch_size: int, static: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row indices of batch ``b`` of a shuffled epoch (``order`` [..., N], batches along the last axis)
-    and, for a padded (static-shape) last batch, a [batch_size] bool marking the real rows (None when
-    every row is real). Padding repeats rows of the epoch; they get weight zero in the loss."""
-    idx = order[..., b * batch_size:(b + 1) * batch_size]
-    n = idx.shape[-1]
-    if not static or n == batch_size:
-        return idx, None
-    pad = order[..., torch.arange(batch_size - n, device=order.device) % order.shape[-1]]
-    real = torch.arange(batch_size, device=order.device) < n
-    return torch.cat([idx, pad], -1), real
 
 
 def mark_cudagraph_step(mode: str | None) -> None:
@@ -245,14 +244,62 @@ def _dist():
     return None, 0, 1
 
 
-CHECKPOINT_FORMAT = "reasoning-lab-fit-1"
+CHECKPOINT_FORMAT = "reasoning-lab-fit-2"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or was written for something else (one line: file, what to do)."""
+
+
+def load_checkpoint(path: Path, device) -> dict:
+    """A checkpoint written by :func:`fit`, read with ``weights_only=True`` (tensors and plain data only).
+    A truncated, corrupt or foreign file raises :class:`CheckpointError` naming it."""
+    what_to_do = "delete it to train from the start, or give the run another output folder"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:           # truncated (EOFError), not a zip, not ours (UnpicklingError), ...
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {reason}); "
+                              f"{what_to_do}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}); "
+                              f"{what_to_do}")
+    return state
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM while training: the first one is noted and ends the run at the end of the current
+    step (checkpoint written); a second one raises at once. Only in the main thread (elsewhere signals
+    cannot be caught, and the run is not interruptible this way)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.old[s] = signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum, _frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name} (twice)")
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
 
 
 def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
         evaluate: Callable[[int], dict | list[dict]] | None = None,
         hooks: Sequence[Callable[[int, list[History]], None]] = (),
         optimizer: torch.optim.Optimizer | None = None,
-        histories: Sequence[History] | None = None) -> list[History]:
+        histories: Sequence[History] | None = None,
+        state: dict[str, Any] | None = None) -> list[History]:
     """Train ``model`` in place for ``cfg.steps`` steps; return one :class:`History` per seed (one for a
     plain model).
 
@@ -260,12 +307,16 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
     objective's loss is backpropagated (summed over seeds), the gradient clipped, the optimizer stepped.
     After step ``s`` (``done = s + 1`` steps) the loop evaluates when ``done`` is a multiple of
     ``cfg.eval_every`` or the last step: ``evaluate(done)`` returns the metrics to record (a dict, or one
-    per seed), recorded with ``train_loss``, the weighted mean loss of the current period. Then every
-    hook runs as ``hook(done, histories)`` (a hook may raise to stop training), then the checkpoint is
-    written every ``cfg.checkpoint_every`` steps and at the end. With an existing checkpoint at
-    ``cfg.checkpoint_path`` the run continues from it. ``optimizer``: one built by the caller (its
-    learning rates are still set by the schedule); default :func:`make_optimizer`. ``histories``: ones
-    to continue (e.g. a second phase of training).
+    per seed), recorded with ``train_loss``, the weighted mean loss of the current period (over every
+    rank under DDP). Then every hook runs as ``hook(done, histories)`` (a hook may raise to stop
+    training), then the checkpoint is written every ``cfg.checkpoint_every`` steps and at the end. With
+    an existing checkpoint at ``cfg.checkpoint_path`` the run continues from it. ``optimizer``: one built
+    by the caller (its learning rates are still set by the schedule); default :func:`make_optimizer`.
+    ``histories``: ones to continue (e.g. a second phase of training). ``state``: objects with
+    ``state_dict()``/``load_state_dict()`` saved in the checkpoint with the rest (name -> object).
+
+    SIGINT or SIGTERM ends training at the end of the current step: the checkpoint (if any) is written
+    and :class:`KeyboardInterrupt` is raised.
     """
     device = torch.device(cfg.device)
     dist, rank, _world = _dist()
@@ -273,28 +324,35 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
     n_seeds = model.n_seeds if stacked else 1
     trainable = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
-        optimizer = make_optimizer(trainable, cfg, device, cfg.optimizer)
+        optimizer = make_optimizer(trainable, cfg, device)
     histories = list(histories) if histories is not None else [History() for _ in range(n_seeds)]
     if len(histories) != n_seeds:
         raise ValueError(f"got {len(histories)} histories for {n_seeds} seeds: expected one per seed")
+    state = dict(state or {})
+    total = torch.zeros(n_seeds, device=device)
+    count = 0
     start = 0
 
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    state = torch.load(ckpt, map_location=device, weights_only=False) if ckpt is not None and ckpt.exists() else None
-    if state is not None and state.get("format") != CHECKPOINT_FORMAT:
-        warnings.warn(f"checkpoint {ckpt} is not a {CHECKPOINT_FORMAT} checkpoint (written by an older "
-                      "trainer): training starts afresh and replaces it")
-        state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["batches"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        for h, saved in zip(histories, state["histories"]):
-            h.data, h.final, h.seconds = saved["data"], saved["final"], saved["seconds"]
-        start = state["step"]
+    if ckpt is not None and ckpt.exists():
+        saved = load_checkpoint(ckpt, device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        batches.load_state_dict(saved["batches"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
+        for h, kept in zip(histories, saved["histories"]):
+            h.data, h.final, h.seconds = kept["data"], kept["final"], kept["seconds"]
+        for name, obj in state.items():
+            if name in saved.get("state", {}):
+                obj.load_state_dict(saved["state"][name])
+        total.copy_(saved["period_total"].to(device))
+        count = saved["period_count"]
+        start = saved["step"]
+    for h in histories:
+        h.start_step = start
+        h.finished_before = start >= cfg.steps and start > 0
     seconds0 = [h.seconds for h in histories]
 
     def save(step: int) -> None:
@@ -306,7 +364,9 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
                         "optimizer": optimizer.state_dict(), "batches": batch_state,
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "histories": [h.state_dict() for h in histories], "step": step}, ckpt)
+                        "histories": [h.state_dict() for h in histories], "step": step,
+                        "state": {k: v.state_dict() for k, v in state.items()},
+                        "period_total": total.detach().cpu(), "period_count": count}, ckpt)
         if dist is not None:
             dist.barrier()
 
@@ -315,290 +375,79 @@ def fit(model: nn.Module, batches, objective: Callable, cfg: LoopConfig,
     if mode is not None:
         forward = torch.compile(model, mode=mode, dynamic=False if cfg.static_shapes else None)
     autocast = autocast_context(cfg, device)
-    total = torch.zeros(n_seeds, device=device)
-    count = 0
     t0 = time.perf_counter()
 
     def elapsed() -> None:
         for h, s0 in zip(histories, seconds0):
             h.seconds = s0 + time.perf_counter() - t0
 
+    def stop_requested(flag: int | None) -> bool:
+        if dist is None:
+            return flag is not None
+        mine = torch.tensor([0 if flag is None else 1], device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(mine, op=dist.ReduceOp.MAX)       # every rank stops at the same step
+        return bool(mine.item())
+
     model.train()
-    for step in progress(range(start, cfg.steps), total=cfg.steps, desc=cfg.desc, enabled=cfg.progress):
-        if step % cfg.period == 0:
-            total.zero_()
-            count = 0
-        if cfg.lr is not None or callable(cfg.schedule):
-            lr = learning_rate(cfg, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        batch = batches.batch(step)
-        mark_cudagraph_step(mode)
-        with autocast:
-            out = objective(forward, batch)
-        loss, n = out[0], out[1]
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        if cfg.grad_clip:
-            if stacked:
-                clip_per_seed(trainable, cfg.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        total += loss.detach().float().reshape(-1) * n
-        count += n
-        done = step + 1
-        if len(out) > 2 and out[2]:
-            histories[0].add(**out[2])
-        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            elapsed()
-            metrics = evaluate(done)
-            metrics = metrics if isinstance(metrics, list) else [metrics]
-            for h, loss_mean, m in zip(histories, (total / max(count, 1)).tolist(), metrics):
-                m = dict(m)
-                x = {k: m.pop(k) for k in ("epoch", "step") if k in m}
-                h.add(**x, train_loss=loss_mean, **m)
-                h.final = {k: v for k, v in m.items() if not isinstance(v, (list, tuple))}
-            model.train()
-        for hook in hooks:
-            hook(done, histories)
-        if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            elapsed()
-            save(done)
+    with _Interrupts() as interrupts:
+        for step in progress(range(start, cfg.steps), total=cfg.steps, initial=start, desc=cfg.desc,
+                             enabled=cfg.progress):
+            if step % cfg.period == 0:
+                total.zero_()
+                count = 0
+            if cfg.lr is not None or callable(cfg.schedule):
+                lr = learning_rate(cfg, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            batch = batches.batch(step)
+            mark_cudagraph_step(mode)
+            with autocast:
+                out = objective(forward, batch)
+            loss, n = out[0], out[1]
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            if cfg.grad_clip:
+                if stacked:
+                    clip_per_seed(trainable, cfg.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            total += loss.detach().float().reshape(-1) * n
+            count += n
+            done = step + 1
+            if len(out) > 2 and out[2]:
+                histories[0].add(**out[2])
+            if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+                elapsed()
+                metrics = evaluate(done)
+                metrics = metrics if isinstance(metrics, list) else [metrics]
+                logged = total / max(count, 1)
+                if dist is not None:                 # the loss of the whole batch, all ranks together
+                    dist.all_reduce(logged)
+                    logged /= dist.get_world_size()
+                for h, loss_mean, m in zip(histories, logged.tolist(), metrics):
+                    m = dict(m)
+                    x = {k: m.pop(k) for k in ("epoch", "step") if k in m}
+                    h.add(**x, train_loss=loss_mean, **m)
+                    h.final = {k: v for k, v in m.items() if not isinstance(v, (list, tuple))}
+                model.train()
+            for hook in hooks:
+                hook(done, histories)
+            if stop_requested(interrupts.signal) and done < cfg.steps:
+                elapsed()
+                save(done)
+                where = f"; checkpoint {ckpt}" if ckpt is not None else ""
+                raise KeyboardInterrupt(f"training interrupted after step {done:,} of {cfg.steps:,}{where}")
+            if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                elapsed()
+                save(done)
     elapsed()
-    save(cfg.steps)
+    if start < cfg.steps or (ckpt is not None and not ckpt.exists()):
+        save(cfg.steps)
     model.eval()
     return histories
 
 
-# ---------------------------------------------------------------------------------------------------
-# Epochs over a fixed SeqData: batch sources and the answer cross-entropy
-
-
-class EpochBatches:
-    """Shuffled epochs over ``n`` rows, one generator per seed (``seeds``): ``batch(step)`` gives the row
-    indices ``[B]`` (``[S, B]`` for several seeds), the real-row mask of a padded batch (or None) and the
-    number of real rows. A new permutation is drawn at the first step of each epoch."""
-
-    def __init__(self, n: int, batch_size: int, seeds: Sequence[int], static: bool = False, device="cpu",
-                 stacked: bool = False):
-        self.n, self.batch_size, self.static, self.device, self.stacked = n, batch_size, static, device, stacked
-        self.steps_per_epoch = math.ceil(n / batch_size)
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.order = None
-
-    def batch(self, step: int):
-        b = step % self.steps_per_epoch
-        if b == 0 or self.order is None:
-            orders = [torch.randperm(self.n, generator=g) for g in self.generators]
-            self.order = (torch.stack(orders) if self.stacked else orders[0]).to(self.device)
-        idx, real = batch_rows(self.order, b, self.batch_size, self.static)
-        return idx, real, min(self.batch_size, self.n - b * self.batch_size)   # real rows, counted on the host
-
-    def state_dict(self) -> dict:
-        return {"generators": [g.get_state() for g in self.generators],
-                "order": None if self.order is None else self.order.cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for g, s in zip(self.generators, state["generators"]):
-            g.set_state(s.cpu())
-        self.order = None if state["order"] is None else state["order"].to(self.device)
-
-
-class AnswerCrossEntropy:
-    """Cross-entropy of the answer tokens (or of every token) of fixed data, for one model or a stack.
-
-    ``datasets``: one SeqData, or one per seed (same shape) for a stacked model. The batch is what
-    :class:`EpochBatches` gives. Seed ``s``'s loss is the mean over its scored tokens; a stack returns
-    the ``[S]`` losses (their sum is backpropagated: each seed gets its own gradient)."""
-
-    def __init__(self, model: nn.Module, datasets: SeqData | Sequence[SeqData], whole_sequence: bool,
-                 device: torch.device):
-        self.model = model
-        self.stacked = isinstance(model, Stacked)
-        if self.stacked:
-            self.tokens = torch.stack([d.tokens for d in datasets]).to(device)                    # [S, N, T]
-            index, weight = stack_positions([d.to(device).loss_mask(whole_sequence) for d in datasets])
-            self.targets = self.tokens[..., 1:].gather(2, index)
-            full = index.shape[-1] == self.tokens.shape[-1] - 1
-        else:
-            data = datasets.to(device)
-            self.tokens = data.tokens
-            index, weight = loss_positions(data.loss_mask(whole_sequence))
-            self.targets = self.tokens[:, 1:].gather(1, index)
-            full = index.shape[1] == self.tokens.shape[1] - 1
-        self.weight = weight
-        self.index = None if full and bool(weight.all()) else index   # every position scored: full logits
-
-    def __call__(self, forward, batch):
-        idx, real, n = batch
-        if not self.stacked:
-            w = self.weight[idx] if real is None else self.weight[idx] & real[:, None]
-            index = None if self.index is None else self.index[idx]
-            logits = logits_at(self.model, self.tokens[idx, :-1], index, forward)
-            return weighted_loss(logits, self.targets[idx], w), n
-        S = self.tokens.shape[0]
-        w = _rows(self.weight, idx)
-        if real is not None:
-            w = w & real.view(1, -1, 1)
-        logits = forward(_rows(self.tokens, idx)[..., :-1], None if self.index is None else _rows(self.index, idx))
-        ce = F.cross_entropy(logits.float().flatten(0, 2), _rows(self.targets, idx).flatten(),
-                             reduction="none").view(S, -1)
-        wf = w.reshape(S, -1).to(ce.dtype)
-        return (ce * wf).sum(1) / wf.sum(1).clamp_min(1.0), n
-
-
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the entries with nonzero ``weight`` (logits [B, K, V], targets/weight [B, K])."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    w = weight.flatten().to(ce.dtype)
-    return (ce * w).sum() / w.sum().clamp_min(1.0)
-
-
-def epoch_loop_config(cfg: TrainConfig, steps_per_epoch: int, static: bool = False) -> LoopConfig:
-    """The :class:`LoopConfig` of an epoch-based :class:`TrainConfig` (epochs become steps)."""
-    return LoopConfig(
-        steps=cfg.epochs * steps_per_epoch, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
-        fused=cfg.fused, schedule="warmup" if cfg.warmup_steps else "constant", warmup_steps=cfg.warmup_steps,
-        grad_clip=cfg.grad_clip, eval_every=cfg.eval_every * steps_per_epoch, period=steps_per_epoch,
-        checkpoint_path=cfg.checkpoint_path, checkpoint_every=cfg.checkpoint_every * steps_per_epoch,
-        device=cfg.device, bf16=cfg.bf16, bf16_cpu=cfg.bf16_cpu, compile=cfg.compile,
-        compile_cpu=cfg.compile_cpu, static_shapes=static, progress=cfg.progress, desc=cfg.desc)
-
-
-def epoch_hook(on_epoch_end: Callable | None, steps_per_epoch: int, single: bool):
-    """A :func:`fit` hook calling ``on_epoch_end(epoch, history)`` at the end of every epoch."""
-    if on_epoch_end is None:
-        return []
-
-    def hook(done: int, histories: list[History]) -> None:
-        if done % steps_per_epoch == 0:
-            on_epoch_end(done // steps_per_epoch, histories[0] if single else histories)
-    return [hook]
-
-
-def train(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig,
-          eval_splits: dict[str, SeqData] | None = None,
-          on_epoch_end: Callable[[int, History], None] | None = None) -> History:
-    """Train ``model`` in place with the answer cross-entropy and return its history.
-
-    ``eval_splits`` maps names (e.g. ``"train"``, ``"valid"``) to data evaluated every ``eval_every``
-    epochs. With a ``checkpoint_path`` the state is saved atomically every ``checkpoint_every`` epochs
-    and at the end; calling ``train`` again with the same path resumes and ends with the same metrics.
-    """
-    device = torch.device(cfg.device)
-    model.to(device)
-    eval_splits = {"train": train_data} if eval_splits is None else eval_splits
-    static = uses_static_batches(cfg, device)
-    batches = EpochBatches(len(train_data), cfg.batch_size, [cfg.seed], static, device)
-    spe = batches.steps_per_epoch
-    objective = AnswerCrossEntropy(model, train_data, cfg.loss_whole_sequence, device)
-    return fit(model, batches, objective, epoch_loop_config(cfg, spe, static),
-               evaluate=lambda done: {"epoch": done // spe, **evaluate(model, eval_splits)},
-               hooks=epoch_hook(on_epoch_end, spe, single=True))[0]
-
-
-EVALUATIONS_PER_RUN = 30     # the default: enough points for a training curve, a small share of the time
-
-
-def default_eval_every(epochs: int) -> int:
-    """Epochs between evaluations by default: about :data:`EVALUATIONS_PER_RUN` per run."""
-    return max(1, epochs // EVALUATIONS_PER_RUN)
-
-
-def config_from_params(p, seed: int, device, checkpoint=None, eval_every: int | None = None,
-                       **extra) -> TrainConfig:
-    """TrainConfig from a notebook's validated parameters (names as in the parameters cell). Evaluations:
-    every ``eval_every`` epochs (the argument, else an ``eval_every`` entry of ``p``, else
-    :func:`default_eval_every`); the last epoch is always evaluated."""
-    get = (lambda k, d=None: p.get(k, d)) if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
-    epochs = get("epochs")
-    return TrainConfig(
-        epochs=epochs, batch_size=get("batch_size"), lr=get("lr"), weight_decay=get("weight_decay", 0.0),
-        betas=tuple(get("betas", (0.9, 0.999))), loss_whole_sequence=get("loss_whole_sequence", False),
-        eval_every=eval_every or get("eval_every") or default_eval_every(epochs), seed=seed, device=device,
-        compile=get("compile", False), checkpoint_path=checkpoint,
-        checkpoint_every=max(1, epochs // 10) if checkpoint else 0, **extra)
-
-
-def train_seeds(make_model: Callable[[int], nn.Module] | Sequence[nn.Module], datasets: Sequence[SeqData],
-                cfg: TrainConfig, eval_splits: Sequence[dict[str, SeqData]] | None = None,
-                seeds: Sequence[int] | None = None,
-                on_epoch_end: Callable[[int, list[History]], None] | None = None,
-                backend: str = "auto", sync_every: int = 0) -> list[History]:
-    """Train one model per seed, all in one batched model (:mod:`.stacked`) fed to :func:`fit`; return one
-    History per seed.
-
-    ``make_model(seed)`` builds a model (called right after ``seed_everything(seed)``), or pass the built
-    models (they are trained in place). ``datasets[s]`` is seed ``s``'s training data (same size for
-    all seeds), ``eval_splits[s]`` its evaluation splits (default: ``{"train": datasets[s]}``), and
-    ``seeds[s]`` seeds its data shuffling (``cfg.seed`` is not used). Everything else in ``cfg`` means
-    what it means for :func:`train`, checkpoints included: with ``checkpoint_path`` one file holds the
-    whole stack and a second call resumes from it.
-
-    The models receive the trained weights at the end. With ``sync_every = k > 0`` they also receive the
-    current weights after every ``k``-th epoch, before ``on_epoch_end`` is called (for hooks that look at
-    a model during training, e.g. to record snapshots); they are moved to ``cfg.device`` first.
-    """
-    from .evaluate import evaluate_seeds
-
-    if seeds is None:
-        raise ValueError("train_seeds needs the list of seeds")
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != len(datasets) or not seeds:
-        raise ValueError(f"got {len(datasets)} datasets for {len(seeds)} seeds: expected one per seed")
-    if any(d.tokens.shape != datasets[0].tokens.shape for d in datasets):
-        raise ValueError("every seed's training data must have the same shape")
-    eval_splits = [{"train": d} for d in datasets] if eval_splits is None else list(eval_splits)
-    if len(eval_splits) != len(seeds):
-        raise ValueError(f"got {len(eval_splits)} eval_splits for {len(seeds)} seeds: expected one per seed")
-    if sync_every < 0:
-        raise ValueError(f"parameter sync_every={sync_every} is not allowed: expected 0 (never) or a positive "
-                         "number of epochs")
-    if backend not in ("auto", "stacked", "vmap"):
-        raise ValueError(f"parameter backend={backend!r} is not allowed: expected 'auto', 'stacked' or 'vmap'")
-    models = list(make_model) if isinstance(make_model, (list, tuple)) else build_models(make_model, seeds)
-    if len(models) != len(seeds):
-        raise ValueError(f"got {len(models)} models for {len(seeds)} seeds: expected one per seed")
-
-    device = torch.device(cfg.device)
-    ens = make_ensemble(models, backend).to(device)
-    if sync_every:
-        for m in models:
-            m.to(device)
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        saved = state.get("batches", {}).get("seeds")
-        if state.get("format") == CHECKPOINT_FORMAT and saved != seeds:
-            raise ValueError(f"checkpoint {ckpt} holds seeds {saved}, not {seeds}")
-    static = uses_static_batches(cfg, device)
-    batches = _SeedBatches(len(datasets[0]), cfg.batch_size, seeds, static, device, stacked=True)
-    spe = batches.steps_per_epoch
-    loop = epoch_loop_config(cfg, spe, static)
-    hooks = []
-    if sync_every:
-        hooks.append(lambda done, _h: ens.write_back(models)
-                     if done % spe == 0 and (done // spe % sync_every == 0 or done // spe == cfg.epochs) else None)
-    hooks += epoch_hook(on_epoch_end, spe, single=False)
-
-    def evaluate_all(done: int) -> list[dict]:
-        return [{"epoch": done // spe, **m} for m in evaluate_seeds(ens, eval_splits)]
-
-    histories = fit(ens, batches, AnswerCrossEntropy(ens, datasets, cfg.loss_whole_sequence, device), loop,
-                    evaluate=evaluate_all, hooks=hooks)
-    for m in models:
-        m.to(device).eval()
-    ens.write_back(models)
-    return histories
-
-
-class _SeedBatches(EpochBatches):
-    """:class:`EpochBatches` whose checkpointed state also names its seeds (checked on resume)."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.seeds = [int(s) for s in args[2]]
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "seeds": self.seeds}
+def no_checkpoints(_name: str) -> None:
+    """The checkpoint policy of a run without an output folder: none."""
+    return None

@@ -1,4 +1,4 @@
-"""``reasoning-lab list | run | sweep`` — the command line over the experiment notebooks."""
+"""``reasoning-lab list | run | train | sweep`` — the command line over the experiment notebooks."""
 from __future__ import annotations
 
 import argparse
@@ -66,11 +66,23 @@ def describe(exp) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    metrics = runner.execute(args.experiment, args.preset, _pairs(args.param, "-p"), args.out,
-                             quiet=not args.verbose, stream=args.verbose)
+def _print_metrics(metrics: dict) -> None:
     for k, v in metrics.items():
         print(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}")
+
+
+def cmd_run(args) -> int:
+    metrics = runner.execute(args.experiment, args.preset, _pairs(args.param, "-p"), args.out,
+                             quiet=not args.verbose, stream=args.verbose, allow_long=args.allow_long)
+    _print_metrics(metrics)
+    return 0
+
+
+def cmd_train(args) -> int:
+    metrics = runner.train_only(args.experiment, args.preset, _pairs(args.param, "-p"), args.out,
+                                allow_long=args.allow_long)
+    if not runner._distributed() or int(os.environ.get("RANK", "0")) == 0:
+        _print_metrics(metrics)
     return 0
 
 
@@ -78,6 +90,9 @@ def cmd_sweep(args) -> int:
     from .sweep import Launcher, parse_time, run_sweep
 
     grid = {k: runner.split_values(v) for k, v in _pairs(args.grid, "--grid").items()}
+    for key, values in grid.items():
+        if not values:
+            raise ValueError(f"--grid {key}= has no values: expected --grid {key}=V1,V2,...")
     if not grid:
         raise ValueError("sweep needs at least one --grid KEY=V1,V2")
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
@@ -85,7 +100,8 @@ def cmd_sweep(args) -> int:
                         partition=args.partition, time_min=parse_time(args.time) if args.time else None,
                         gpus_per_job=_count(args.gpus_per_job, "--gpus-per-job"),
                         sbatch_opts=_pairs(args.sbatch_opt, "--sbatch-opt"), dry_run=args.dry_run)
-    run_sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher)
+    run_sweep(args.experiment, grid, args.preset, _pairs(args.param, "-p"), args.out, launcher,
+              allow_long=args.allow_long)
     return 0
 
 
@@ -100,10 +116,16 @@ EPILOG = """examples:
   reasoning-lab list reversal-curse               one experiment: parameters with defaults, presets
   reasoning-lab run reversal-curse -p seed=3 --out runs/rc-seed3
   reasoning-lab run reversal-curse --preset paper --verbose
+  reasoning-lab train capacity --preset paper --out runs/cap       then `run` the same into runs/cap
+  torchrun --nproc-per-node 8 .venv/bin/reasoning-lab train capacity --preset paper --out runs/cap
   reasoning-lab sweep chain-of-thought --grid n_layers=1,2,4 --grid seed=0,1,2
 
-Bad input (an unknown experiment, preset or parameter, a value out of range, an unavailable device)
-prints one line and exits with status 2 before anything is written; a notebook that fails exits 1."""
+An output folder holds one run: a run into a folder that holds another is refused, the same run
+resumes from its checkpoints, a finished one renders again without training.
+Bad input (an unknown experiment, preset or parameter, a value out of range, an unavailable device,
+a run that cannot fit in memory, an --out that holds another run) prints one line and exits with
+status 2 before anything is written; a notebook that fails exits 1; Ctrl-C stops at the end of the
+current training step, writes the checkpoint and exits 130."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,12 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
     helps = {"run": ("execute one experiment notebook (papermill) and print its metrics",
                      "Execute the experiment's notebook at the given preset and parameters. The output "
-                     "folder receives the executed notebook, metrics.json, params.json, figures and "
-                     "checkpoints; running again into the same folder resumes from the last checkpoint."),
+                     "folder receives the executed notebook, metrics.json, params.json, run.json (what "
+                     "the folder holds), figures and checkpoints; running again into the same folder "
+                     "resumes from the last checkpoint, or renders a finished (or `train`ed) run again "
+                     "without training."),
+             "train": ("train an experiment's run without its notebook (torchrun-able)",
+                       "Train the experiment's run (the one its chapter trains) at the given preset and "
+                       "parameters into --out: checkpoints, params.json, metrics.json, history.json and "
+                       "the run's tables; `run` with the same parameters and --out then renders the "
+                       "chapter from it without training again. Under torchrun "
+                       "(torchrun --nproc-per-node N .venv/bin/reasoning-lab train ...) an experiment "
+                       "that supports it trains data-parallel (DDP; --batch_size is the global batch) "
+                       "and rank 0 writes: capacity. The theory chapters (bilinear-dynamics, "
+                       "one-layer-dynamics) integrate their dynamics in the notebook and have no "
+                       "training run of their own."),
              "sweep": ("run an experiment over a grid of parameter values",
                        "Run the experiment once per point of the grid (the product of every --grid); "
-                       "each run gets its own folder under --out and sweep.csv collects the metrics.")}
-    for name, fn in (("run", cmd_run), ("sweep", cmd_sweep)):
+                       "each run gets its own folder under --out and sweep.csv collects the metrics. "
+                       "Running the same sweep again skips the points that are done; a point folder "
+                       "that holds a run with other parameters, or a sweep folder of another "
+                       "experiment, is refused.")}
+    for name, fn in (("run", cmd_run), ("train", cmd_train), ("sweep", cmd_sweep)):
         s = sub.add_parser(name, help=helps[name][0], description=helps[name][1])
         s.add_argument("experiment", metavar="EXPERIMENT",
                        help="experiment name, e.g. reversal-curse (see `reasoning-lab list`)")
@@ -136,9 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                        help="override one parameter; repeatable; values are Python literals or plain "
                             "strings, e.g. -p seed=3 -p betas=[0.9,0.99] -p device=cuda")
-        s.add_argument("--out", default=None, metavar="DIR",
-                       help="output folder (default runs/EXPERIMENT/<time>)")
+        s.add_argument("--out", default=None, metavar="DIR", required=name == "train",
+                       help="output folder" + ("" if name == "train" else " (default runs/EXPERIMENT/<time>)"))
+        s.add_argument("--allow-long", action="store_true",
+                       help="start a run estimated at an hour or more on a CPU (refused otherwise)")
         s.set_defaults(fn=fn)
+        if name == "train":
+            continue
         if name == "run":
             s.add_argument("--verbose", action="store_true",
                            help="stream the notebook's output and training progress bars to the terminal")
@@ -188,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 0
+    except runner.Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
     except runner.RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

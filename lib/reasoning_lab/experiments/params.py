@@ -16,6 +16,14 @@ def as_dict(p, **overrides) -> dict[str, Any]:
     return {**(vars(p) if isinstance(p, SimpleNamespace) else dict(p)), **overrides}
 
 
+def did_you_mean(name: str, options) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``options`` to a misspelled ``name`` (else "")."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"parameter {name}={value!r} is not allowed: expected {allowed}")
 
@@ -117,7 +125,8 @@ class Choice(Rule):
 
     def __call__(self, name, value):
         if value not in self.options:
-            raise _bad(name, value, self.describe())
+            raise ValueError(f"parameter {name}={value!r} is not allowed: expected {self.describe()}"
+                             + did_you_mean(value, self.options))
         return value
 
     def describe(self):
@@ -164,8 +173,11 @@ class Seq(Rule):
     def __call__(self, name, value):
         if isinstance(value, str):
             value = parse_text(value)
-            if isinstance(value, str):  # comma-separated without brackets
-                value = [parse_text(v) for v in value.split(",") if v.strip()]
+            if isinstance(value, str):  # a list as typed in a shell: a,b or [a,b] with unquoted words
+                text = value.strip()
+                if text.startswith(("[", "(")) and text.endswith(("]", ")")):
+                    text = text[1:-1]
+                value = [parse_text(v.strip()) for v in text.split(",") if v.strip()]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and self.length in (None, 1):
             value = [value]
         if not isinstance(value, (list, tuple)):
@@ -174,8 +186,10 @@ class Seq(Rule):
             raise _bad(name, value, self.describe())
         try:
             out = [self.item(name, v) for v in value]
-        except ValueError:
-            raise _bad(name, value, self.describe()) from None
+        except ValueError as err:
+            hint = "; did you mean" + str(err).split("; did you mean", 1)[1] if "; did you mean" in str(err) else ""
+            raise ValueError(f"parameter {name}={list(value)!r} is not allowed: expected {self.describe()}"
+                             + hint) from None
         return out
 
     def describe(self):
@@ -194,9 +208,33 @@ def validate(experiment: str, rules: dict[str, Rule], values: dict[str, Any],
     """Check every value against its rule; then the cross-parameter ``checks`` (callables on the dict)."""
     unknown = sorted(set(values) - set(rules))
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} for {experiment}; valid parameters: "
-                         + ", ".join(sorted(rules)))
+        raise ValueError(f"unknown parameter {unknown[0]!r} for {experiment}{did_you_mean(unknown[0], rules)} "
+                         "(valid parameters: " + ", ".join(sorted(rules)) + ")")
     out = {k: rules[k](k, v) for k, v in values.items()}
     for check in checks:
         check(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules shared by several studies: the chapters' transformer and its AdamW
+
+
+POS = Choice("none", "absolute", "rotary")
+BETAS = Seq(Float(0.0, 1.0), length=2)
+POS_INT, NONNEG_INT = Int(1), Int(0)
+LR = Float(0.0, 10.0, open_lo=True)
+WD = Float(0.0, 100.0)
+
+TRANSFORMER_RULES: dict[str, Rule] = {
+    "pos_encoding": POS, "n_layers": Int(1, 96), "n_heads": Int(1, 64), "embed_dim": Int(2, 8192),
+    "dropout": Float(0.0, 0.9), "tie_embeddings": Bool(), "freeze_embeddings": Bool(),
+    "epochs": POS_INT, "batch_size": POS_INT, "lr": LR, "weight_decay": WD, "betas": BETAS,
+    "loss_whole_sequence": Bool(), "seeds": Int(1, 100), "compile": CompileMode(),
+}
+
+
+def heads_divide(p: dict) -> None:
+    if "embed_dim" in p and "n_heads" in p and p["embed_dim"] % p["n_heads"]:
+        raise ValueError(f"parameter embed_dim={p['embed_dim']} is not allowed: expected a multiple of "
+                         f"n_heads={p['n_heads']}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .locations import notebook_dir
-from .params import COMMON, Bool, Choice, CompileMode, Float, Int, Rule, Seq, validate
+from .params import COMMON, Rule, did_you_mean, validate
 
 ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOKS = notebook_dir()   # the checkout's notebooks/, or the copy shipped in the package
@@ -137,6 +137,12 @@ class Experiment:
     checks: tuple[Callable[[dict], None], ...] = ()
     metrics: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()      # what the default run must show (tests/expectations.py)
+    trainer: str = ""                   # "module:function" of its study: the one definition of its run
+    data_parallel: bool = False         # `reasoning-lab train` under torchrun trains it data-parallel
+    cost: Callable[[dict], Any] | None = None   # params -> cost.Cost: refuses what cannot fit, up front
+    original: dict[str, Any] = field(default_factory=dict)     # paper-preset parameter -> originals.Original
+    departures: dict[str, str] = field(default_factory=dict)   # parameter or aspect -> how and why ours differs
+    preset_origin: str = ""             # set when the paper preset is ours: why the original gives none
     study: str = ""                     # the folder under studies/ that declares it (set when loaded)
 
     @property
@@ -153,12 +159,31 @@ class Experiment:
     def resolve(self, preset: str = "default", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults, then the preset, then the overrides; all validated. Raises a one-line ValueError."""
         if preset not in self.presets and preset != "default":
-            raise ValueError(f"unknown preset {preset!r} for {self.name}; valid presets: "
-                             + ", ".join(["default", *sorted(p for p in self.presets if p != 'default')]))
+            names = ["default", *sorted(p for p in self.presets if p != "default")]
+            raise ValueError(f"unknown preset {preset!r} for {self.name}{did_you_mean(preset, names)} (valid "
+                             "presets: " + ", ".join(names) + ")")
         values = dict(self.defaults())
         values.update(self.presets.get(preset, {}))
         values.update(overrides or {})
         return validate(self.name, self.rules, values, self.checks)
+
+    def run_function(self) -> Callable:
+        """The study's function that builds and trains this experiment's run (``trainer``)."""
+        if not self.trainer:
+            raise ValueError(f"experiment {self.name} has no training run of its own (it integrates its "
+                             "dynamics in the chapter): use `reasoning-lab run`")
+        module, function = self.trainer.split(":")
+        return getattr(importlib.import_module(f"{STUDIES_PACKAGE}.{self.study}.{module}"), function)
+
+    def train(self, params: dict[str, Any], device, checkpoint: Callable | None = None, hooks=(), **loop):
+        """Train this experiment's run from validated ``params`` on ``device``: what the chapter, the
+        command line (``run``, ``train``, ``sweep``), the GPU check and the Slurm template all call.
+        ``checkpoint(name)`` gives each checkpoint's path (default: no checkpoints); ``hooks`` go to
+        the loop; ``loop``: :class:`~reasoning_lab.train.LoopConfig` fields to override. Returns a
+        :class:`~reasoning_lab.train.Trained`."""
+        from ..train import no_checkpoints
+
+        return self.run_function()(params, device, checkpoint or no_checkpoints, hooks, **loop)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,38 +361,11 @@ def load_studies() -> dict[str, Experiment]:
 def get(name: str) -> Experiment:
     load_studies()
     if name not in REGISTRY:
-        raise ValueError(f"unknown experiment {name!r}; valid experiments: " + ", ".join(sorted(REGISTRY)))
+        raise ValueError(f"unknown experiment {name!r}{did_you_mean(name, REGISTRY)} (valid experiments: "
+                         + ", ".join(sorted(REGISTRY)) + ")")
     return REGISTRY[name]
 
 
 def available() -> list[Experiment]:
     """Every registered experiment, in the book's order (each one's notebook exists: load_studies checks)."""
     return list(load_studies().values())
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shared rule sets
-POS = Choice("none", "absolute", "rotary")
-BETAS = Seq(Float(0.0, 1.0), length=2)
-POS_INT, NONNEG_INT = Int(1), Int(0)
-LR = Float(0.0, 10.0, open_lo=True)
-WD = Float(0.0, 100.0)
-
-TRANSFORMER_RULES: dict[str, Rule] = {
-    "pos_encoding": POS, "n_layers": Int(1, 96), "n_heads": Int(1, 64), "embed_dim": Int(2, 8192),
-    "dropout": Float(0.0, 0.9), "tie_embeddings": Bool(), "freeze_embeddings": Bool(),
-    "epochs": POS_INT, "batch_size": POS_INT, "lr": LR, "weight_decay": WD, "betas": BETAS,
-    "loss_whole_sequence": Bool(), "seeds": Int(1, 100), "compile": CompileMode(),
-}
-
-
-def heads_divide(p: dict) -> None:
-    if "embed_dim" in p and "n_heads" in p and p["embed_dim"] % p["n_heads"]:
-        raise ValueError(f"parameter embed_dim={p['embed_dim']} is not allowed: expected a multiple of "
-                         f"n_heads={p['n_heads']}")
-
-
-REVERSAL_PAPER = {"n_layers": 24, "n_heads": 12, "embed_dim": 768, "vocab_size": 800, "epochs": 3000,
-                  "batch_size": 64, "lr": 0.01, "weight_decay": 0.01, "betas": [0.9, 0.999], "dropout": 0.1,
-                  "seeds": 10, "tie_embeddings": False, "pos_encoding": "absolute", "device": "auto"}
-

@@ -1,9 +1,10 @@
 """What a notebook calls first: ``run = lab.start("name", globals())``.
 
 It validates the parameters cell (after papermill's injection), sets the CPU threads (the one place
-that does: :func:`thread_count`), seeds everything, picks the device, creates ``output_dir`` when one
-is given, and gives the notebook one place to record metrics and figures (``metrics.json`` and PNGs,
-each written atomically).
+that does: :func:`thread_count`), seeds everything, picks the device, opens ``output_dir`` as the run's
+folder when one is given (:class:`~.folder.RunFolder`: checked against what it holds, locked), trains
+the experiment's run (:meth:`Run.train`, the study's one definition of it), and gives the notebook one
+place to record metrics and figures (``metrics.json`` and PNGs, each written atomically).
 """
 from __future__ import annotations
 
@@ -18,10 +19,7 @@ from ..devices import resolve_device, seed_everything
 from ..io import flat_metrics, write_json
 from ..plots import use_book_style
 from . import registry as experiments
-
-
-# Parameters that say where and how fast a run goes, not what it computes.
-RUN_ONLY_PARAMS = ("output_dir", "device", "threads", "workers")
+from .folder import RUN_ONLY_PARAMS, RunFolder  # noqa: F401  (RUN_ONLY_PARAMS: where, not what)
 
 
 class Run:
@@ -32,9 +30,20 @@ class Run:
         self.device = resolve_device(params["device"])
         self.out = Path(params["output_dir"]) if params.get("output_dir") else None
         self.metrics: dict[str, Any] = {}
+        self.folder = RunFolder(self.out, name, params) if self.out is not None else None
         if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "params.json", params)
+
+    def train(self, **loop):
+        """Train this experiment's run (``Experiment.train``: the study's one definition, which the
+        command line, sweeps and the GPU check call too), checkpointed in the run's folder when there is
+        one; says so when it resumed or found the run finished. ``loop``: LoopConfig fields to override.
+        Returns the :class:`~reasoning_lab.train.Trained` run."""
+        trained = experiments.get(self.name).train(self.params, self.device, self.checkpoint, **loop)
+        how = trained.resumed()
+        if how:
+            print(f"{how} ({self.out})")
+        return trained
 
     def record(self, **metrics: Any) -> dict[str, Any]:
         """Add metrics (numbers or strings) and rewrite ``metrics.json`` atomically."""
@@ -47,20 +56,9 @@ class Run:
         return self.metrics
 
     def checkpoint(self, name: str) -> Path | None:
-        """Where a training checkpoint lives for this run (None: no output_dir, no checkpoints).
-
-        The file name carries a hash of the parameters that change results, so a rerun in the same folder
-        resumes only a run with the same settings; changing, say, ``exposures`` starts afresh instead of
-        continuing a checkpoint made for another schedule. Where it runs (``device``, ``threads``,
-        ``workers``, ``output_dir``) is not part of the hash."""
-        if self.out is None:
-            return None
-        import hashlib
-        import json
-
-        keep = {k: v for k, v in self.params.items() if k not in RUN_ONLY_PARAMS}
-        digest = hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return self.out / "checkpoints" / f"{name}-{digest}.pt"
+        """Where a training checkpoint lives for this run (None: no output_dir, no checkpoints). The
+        folder holds this run only (its record says which), so the name is all it needs."""
+        return None if self.folder is None else self.folder.checkpoint(name)
 
     def savefig(self, fig, name: str) -> None:
         if self.out is None:

@@ -2,10 +2,14 @@
 GPU or per CPU slot) or on a Slurm cluster, each executing the notebook into ``OUT/<point>/``.
 
 A point that fails is recorded and the others go on; ``OUT/sweep.csv`` (rewritten atomically as points
-finish) has one row per point with its status. Each job also leaves ``OUT/<point>/status.json``. Running
-the same sweep again into the same ``OUT`` skips the points that are done and reruns the others, which
-resume from the checkpoints their notebooks left in their folders. Ctrl-C or SIGTERM cancels the sweep's
-jobs: local jobs are stopped with every process they started, Slurm jobs with ``scancel``.
+finish) has one row per point with its status. Each job also leaves ``OUT/jobs/<point>.status.json``; each
+point folder is a run folder (:mod:`.folder`) whose record says which run it holds. Running the same
+sweep again into the same ``OUT`` skips the points whose record says they are finished with the same
+parameters and reruns the others, which resume from their checkpoints; a point folder that records a
+run with other parameters, or a sweep folder of another experiment (``OUT/sweep.json``), is refused
+before anything starts. Every point is checked as ``run`` checks it (parameters, device, memory, time)
+before any job starts. Ctrl-C or SIGTERM cancels the sweep's jobs: local jobs are stopped with every
+process they started, Slurm jobs with ``scancel``.
 
 State on Slurm comes from ``squeue`` and the jobs' own files, never from ``sacct``: clusters without an
 accounting database are common, and ``squeue`` keeps finished jobs for ``MinJobAge`` (five minutes by
@@ -30,6 +34,7 @@ from typing import Any
 from ..io import write_csv, write_json
 from . import registry as experiments
 from . import runner
+from .folder import FINISHED, check_path, differences, read_record
 
 DONE, FAILED, CANCELLED, INTERRUPTED = "done", "failed", "cancelled", "interrupted"
 PENDING, SUBMITTED = "pending", "submitted"        # not started yet; handed to the launcher
@@ -128,22 +133,30 @@ def parse_time(text: str) -> int:
 # One point, inside its job
 
 
+def status_path(folder: Path) -> Path:
+    """Where a point's job status lives: beside the job logs (``OUT/jobs/<point>.status.json``), so that
+    the point's own folder holds its run and nothing else."""
+    folder = Path(folder)
+    return folder.parent / JOBS_DIR / f"{folder.name}.{STATUS_FILE}"
+
+
 def read_status(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((Path(folder) / STATUS_FILE).read_text())
+        return json.loads(status_path(folder).read_text())
     except (OSError, ValueError):
         return {}
 
 
 def _write_status(folder: Path, status: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):      # a folder that cannot hold it fails the point anyway
-        write_json(Path(folder) / STATUS_FILE, status)
+        write_json(status_path(folder), status)
 
 
 def finished_metrics(folder: Path) -> dict[str, Any] | None:
-    """The metrics of a point that is done (status done and ``metrics.json`` present), else None."""
+    """The metrics of a point that is done (its run record says finished, ``metrics.json`` present),
+    else None. Whether the record is this point's run is checked before (:func:`run_sweep`)."""
     folder = Path(folder)
-    if read_status(folder).get("status") != DONE or not (folder / "metrics.json").is_file():
+    if (read_record(folder) or {}).get("status") != FINISHED or not (folder / "metrics.json").is_file():
         return None
     try:
         return json.loads((folder / "metrics.json").read_text())
@@ -179,7 +192,7 @@ def _stop(procs, grace_s: float) -> None:
 
 def run_point(name: str, preset: str, overrides: dict[str, Any], folder: str,
               cuda_devices: str | None = None) -> dict[str, Any]:
-    """The job of one sweep point: ``runner.execute`` into ``folder``, with ``status.json`` beside it.
+    """The job of one sweep point: ``runner.execute`` into ``folder``, its job status in :func:`status_path`.
 
     SIGTERM (``scancel``, the local launcher's cancel) or SIGINT stops the notebook kernel too and
     records the point as cancelled; its checkpoints stay for the next run."""
@@ -201,7 +214,7 @@ def run_point(name: str, preset: str, overrides: dict[str, Any], folder: str,
     _write_status(folder, status)
     runner.skip_iri_checker()
     try:
-        metrics = runner.execute(name, preset, overrides, folder, quiet=True)
+        metrics = runner.execute(name, preset, overrides, folder, quiet=True, forward_signals=False)
     except Exception as err:
         _write_status(folder, {**status, "status": FAILED, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
@@ -304,6 +317,19 @@ def _sigterm_as_interrupt():
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Processes started here ignore SIGINT (an ignored signal stays ignored across exec, and Python keeps
+    it so): Ctrl-C in the terminal reaches the whole process group, and the sweep itself cancels its jobs,
+    so that a launcher's controller does not die of it with a traceback of its own. A point's job installs
+    its own handler."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _job_error(job) -> str:
     with contextlib.suppress(Exception):
         exc = job.exception()
@@ -314,25 +340,68 @@ def _job_error(job) -> str:
     return ""
 
 
+def check_devices(devices: list[str] | None) -> None:
+    """``--devices`` names GPUs this machine has (one line otherwise, before any job starts)."""
+    if not devices:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--devices {','.join(devices)} is not allowed here: no CUDA device is available "
+                         "(leave --devices out to run the points on the CPU)")
+    count = torch.cuda.device_count()
+    bad = [d for d in devices if not d.isdigit() or int(d) >= count]
+    if bad:
+        raise ValueError(f"--devices {','.join(devices)} is not allowed: expected GPU ids from 0 to {count - 1}")
+
+
+SWEEP_RECORD = "sweep.json"
+
+
+def _check_sweep_folder(out: Path, name: str, preset: str, base: dict[str, Any]) -> None:
+    """``OUT/sweep.json`` says which experiment's sweep the folder holds; another experiment's is refused."""
+    check_path(out)
+    try:
+        record = json.loads((out / SWEEP_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    if record is not None and record.get("experiment") != name:
+        raise ValueError(f"--out {out} holds a sweep of {record.get('experiment')!r}, not {name!r}; use another "
+                         "folder")
+    if record is None and out.is_dir() and any(p for p in out.iterdir()):
+        raise ValueError(f"--out {out}: the folder is not empty and holds no sweep record; give an empty or new "
+                         "folder")
+
+
 def run_sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
               overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None,
-              launcher: Launcher | None = None, log=print) -> list[dict[str, Any]]:
+              launcher: Launcher | None = None, log=print, allow_long: bool = False) -> list[dict[str, Any]]:
     """Run every point of ``grid`` as one job; return the rows of ``sweep.csv``. Raises SweepFailed at the
     end, naming them, if any point did not finish."""
     launcher = launcher or Launcher()
     launcher.check()
-    exp = experiments.get(name)
+    check_devices(launcher.devices)
+    experiments.get(name)
     base = dict(overrides or {})
     if launcher.devices and "device" not in base and "device" not in grid:
         base["device"] = "cuda"
+    empty = [k for k, values in grid.items() if not values]
+    if empty:
+        raise ValueError(f"--grid {empty[0]}= has no values: expected --grid {empty[0]}=V1,V2,...")
     points = runner.grid_points(grid)
-    for point in points:                                  # validate the whole grid first
-        exp.resolve(preset, {**base, **point})
+    resolved = [runner.prepare(name, preset, {**base, **point}, allow_long)[1]   # every point checked first,
+                for point in points]                                             # as `run` checks it
     labels = [runner.point_label(p) for p in points]
     if len(set(labels)) != len(labels):
         raise ValueError("--grid gives two points the same folder name: " + ", ".join(
             sorted({l for l in labels if labels.count(l) > 1})))
     out = Path(out) if out else runner.RUNS / name / ("sweep-" + time.strftime("%Y%m%d-%H%M%S"))
+    _check_sweep_folder(out, name, preset, base)
+    for label, params in zip(labels, resolved):
+        record = read_record(out / label)
+        why = record and differences(record, name, params)
+        if why:
+            raise ValueError(f"sweep point {out / label} {why}; use another --out (a folder holds one run)")
     done = {l: finished_metrics(out / l) for l in labels}
     todo = [(l, p) for l, p in zip(labels, points) if done[l] is None]
 
@@ -357,6 +426,8 @@ def run_sweep(name: str, grid: dict[str, list[str]], preset: str = "default",
         write_csv(out / "sweep.csv", [rows[l] for l in labels])
 
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SWEEP_RECORD, {"experiment": name, "preset": preset, "overrides": base,
+                                    "grid": {k: list(v) for k, v in grid.items()}})
     save()
     log(f"sweep {name}: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run "
         f"({launcher.describe()}) -> {out}")
@@ -428,7 +499,8 @@ def _launch(name, preset, base, out, launcher, todo, rows, save, log):
                     slot = free.pop(0) if launcher.kind == "local" else None
                     if launcher.kind == "slurm":
                         executor.update_parameters(**_slurm_parameters(launcher, f"{name}:{label}"))
-                    job = executor.submit(run_point, name, preset, {**base, **point}, str(out / label), slot)
+                    with _children_ignore_sigint():
+                        job = executor.submit(run_point, name, preset, {**base, **point}, str(out / label), slot)
                     running[label] = (job, slot)
                     rows[label].update(status=SUBMITTED, job=job.job_id, log=str(job.paths.stderr), error="")
                     save()

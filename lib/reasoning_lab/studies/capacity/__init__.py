@@ -1,8 +1,7 @@
 """Part III: knowledge capacity — profiles, questions, entropy and capacity in bits, the trainer, probes."""
 from ...lazy import exports
 
-# loaded on first use: the registry reads experiment.py without them, and
-# ``python -m reasoning_lab.studies.capacity.train`` runs the trainer cleanly
+# loaded on first use: the registry reads experiment.py without them
 __getattr__, __dir__ = exports(__name__, {
     "entropy": ("DatasetEntropy", "capacity", "capacity_by_subject", "dataset_entropy", "per_hop_loss",
                 "selection_bits", "two_hop_capacity", "two_hop_capacity_by_subject"),
@@ -10,5 +9,5 @@ __getattr__, __dir__ = exports(__name__, {
     "questions": ("Batch", "QuestionBank"),
     "sizing": ("config_for_budget", "formula_count", "llama_config", "original_architecture"),
     "vocab": ("ATTRIBUTES", "RELATIONS", "Vocab", "make_vocab"),
-    "train": ("CapacityConfig", "subject_bits", "train_capacity"),
+    "train": ("subject_bits", "train_capacity"),
 })

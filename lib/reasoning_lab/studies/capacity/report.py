@@ -1,5 +1,5 @@
-"""Set-up and tables of the capacity chapters: one call from parameters to dataset, question bank,
-entropies and trainer settings; size tables; summaries of saved runs (``book/data/``)."""
+"""Set-up and tables of the capacity chapters: one call from parameters to dataset, question bank and
+entropies; size tables; summaries of saved runs (``book/data/``)."""
 from __future__ import annotations
 
 import json
@@ -40,26 +40,6 @@ def build(p) -> Study:
     vocab = make_vocab(*(_get(p, k) for k in VOCAB_KEYS))
     profiles = generate_profiles(_get(p, "n_profiles"), vocab, seed=_get(p, "seed"))
     return Study(vocab, profiles, QuestionBank(profiles, seed=_get(p, "seed")), entropies(profiles))
-
-
-OPTIMIZER_KEYS = ("betas", "schedule", "warmup_steps")   # chapter parameters passed on to the trainer
-
-
-def train_config(p, bank: QuestionBank, device, **overrides):
-    """The trainer settings of the chapters, with the steps set from ``p.exposures``."""
-    from .sweep import steps_for
-    from .train import CapacityConfig
-
-    params = p if isinstance(p, dict) else vars(p)
-    optimizer = {k: params[k] for k in OPTIMIZER_KEYS if k in params}   # chapters without them: defaults
-    if "betas" in optimizer:
-        optimizer["betas"] = tuple(optimizer["betas"])
-    cfg = CapacityConfig(batch_size=_get(p, "batch_size"), lr=_get(p, "lr"),
-                         weight_decay=_get(p, "weight_decay"), two_hop=_get(p, "two_hop"),
-                         hop_ratio=_get(p, "hop_ratio"), curriculum=_get(p, "curriculum"),
-                         device=device, **{**optimizer, **overrides})
-    cfg.steps = steps_for(_get(p, "exposures"), bank, cfg)
-    return cfg
 
 
 def size_rows(budgets, n_layers: int, vocab_size: int) -> list[dict]:
@@ -209,14 +189,13 @@ RUN_KEYS = ("seed", "output_dir", "threads", "workers", "device")
 
 def _trainer_default(key: str):
     """What a saved run that lacks ``key`` ran with: the trainer's default for the optimiser keys added
-    after it was made (:data:`OPTIMIZER_KEYS`), as a parameter value; None for any other key."""
-    from .train import CapacityConfig
+    after it was made (betas, schedule, warm-up), as a parameter value; None for any other key."""
+    from .train import BETAS, SCHEDULE
 
-    value = getattr(CapacityConfig, key) if key in OPTIMIZER_KEYS else None
-    return list(value) if isinstance(value, tuple) else value
+    return {"betas": list(BETAS), "schedule": SCHEDULE, "warmup_steps": 0}.get(key)
 
 
-def seed_runs(root: str | Path, rows: list[dict], p, name: str = "capacity-default") -> dict:
+def saved_seeds(root: str | Path, rows: list[dict], p, name: str = "capacity-default") -> dict:
     """Bits per parameter of the largest model across seeds: this run's ``rows`` plus the saved runs
     ``root/name-seed*`` made with the same parameters apart from the seed. Returns the seeds, the
     values (all parameters, outside the embeddings) and their ranges as text."""

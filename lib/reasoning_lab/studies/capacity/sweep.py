@@ -1,69 +1,17 @@
-"""A sweep over model sizes at a fixed dataset: train each model, measure its capacity, tabulate."""
+"""Model sizes at a fixed dataset: each trained model's capacity under every counting scheme, as a table row."""
 from __future__ import annotations
 
 import csv
-import math
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
+from ...io import write_csv  # noqa: F401  (sweep.write_csv, as the chapter writes its table)
 from ...model import Transformer, count_params
-from ...io import write_csv
+from ...train import History
 from .entropy import (DatasetEntropy, capacity, capacity_by_subject, capacity_parts, dataset_entropy,
                       two_hop_capacity)
 from .questions import QuestionBank
-from .sizing import config_for_budget, formula_count
-from ...train import History
-from .train import CapacityConfig, subject_bits, train_capacity
-
-
-def steps_for(exposures: float, bank: QuestionBank, cfg: CapacityConfig) -> int:
-    """Steps that show every 1-hop fact ``exposures`` times on average."""
-    frac1 = 1.0 - (1.0 / (1.0 + cfg.hop_ratio) if cfg.two_hop else 0.0)
-    return max(1, math.ceil(exposures * bank.n * bank.K / (cfg.batch_size * frac1)))
-
-
-def train_model(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int = 0,
-                checkpoint=None) -> tuple[Transformer, History]:
-    mcfg = config_for_budget(budget, n_layers, len(bank.profiles.vocab))
-    torch.manual_seed(seed)
-    model = Transformer(mcfg)
-    res = train_capacity(model, bank, replace(cfg, seed=seed, checkpoint_path=checkpoint,
-                                              checkpoint_every=max(1, cfg.steps // 5) if checkpoint else 0))
-    return model, res
-
-
-def _train_job(bank: QuestionBank, budget: int, n_layers: int, cfg: CapacityConfig, seed: int, checkpoint,
-               threads: int) -> tuple[dict, History]:
-    """One model in a worker process (one thread each: tiny models scale better over processes)."""
-    torch.set_num_threads(max(1, threads))
-    model, res = train_model(bank, budget, n_layers, replace(cfg, progress=False), seed, checkpoint)
-    return model.state_dict(), res
-
-
-def train_models(bank: QuestionBank, budgets, n_layers: int, cfg: CapacityConfig, seed: int = 0,
-                 checkpoint=None, workers: int = 1, threads: int = 1) -> list[tuple[Transformer, History]]:
-    """``train_model`` for every budget, in order. With ``workers > 1`` (CPU only) the models train at the
-    same time in that many processes, largest first; each model's result is the same as when trained alone.
-    ``checkpoint(budget)`` gives each model's checkpoint path (or None)."""
-    ckpt = checkpoint or (lambda budget: None)
-    if workers <= 1 or len(budgets) <= 1 or torch.device(cfg.device).type != "cpu":
-        return [train_model(bank, b, n_layers, cfg, seed, ckpt(b)) for b in budgets]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    order = sorted(range(len(budgets)), key=lambda i: -budgets[i])
-    with ProcessPoolExecutor(max_workers=min(workers, len(budgets)), mp_context=mp.get_context("spawn")) as pool:
-        jobs = {i: pool.submit(_train_job, bank, budgets[i], n_layers, cfg, seed, ckpt(budgets[i]), threads)
-                for i in order}
-        out = []
-        for i, b in enumerate(budgets):
-            state, res = jobs[i].result()
-            model = Transformer(config_for_budget(b, n_layers, len(bank.profiles.vocab)))
-            model.load_state_dict(state)
-            out.append((model.eval(), res))
-    return out
+from .sizing import formula_count
+from .train import subject_bits
 
 
 def capacity_history(res: History, bank: QuestionBank, ent: DatasetEntropy) -> list[float]:

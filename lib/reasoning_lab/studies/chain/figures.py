@@ -34,26 +34,6 @@ def describe_chain(data: chain.ChainData) -> str:
         f"chance: 1/{data.n_triples} = {data.chance_prob:.4f} (uniform over the C entities)"])
 
 
-def step_splits(data: chain.ChainData) -> dict:
-    """The two single steps of the held-out triples, ``A → B`` and ``B → C``, as evaluation splits."""
-    return {"step1": data.sentences("ab", data.valid_triples),
-            "step2": data.sentences("bc", data.valid_triples)}
-
-
-def seed_table(models, datasets, histories) -> dict[str, list[float]]:
-    """Per seed, on the held-out triples: the direct and two-step probabilities and accuracies, and the
-    two steps alone (:func:`.task.two_step_metrics`; the direct accuracy from the training history)."""
-    table: dict[str, list[float]] = {k: [] for k in SEED_COLUMNS}
-    for model, data, history in zip(models, datasets, histories):
-        m = chain.two_step_metrics(model, data)
-        for key, value in (("direct", m["valid_direct_prob"]), ("two_step", m["valid_two_step_prob"]),
-                           ("step1", m["valid_step1_prob"]), ("step2", m["valid_step2_prob"]),
-                           ("direct_acc", history.last("valid_acc")),
-                           ("two_step_acc", m["valid_two_step_acc"])):
-            table[key].append(value)
-    return table
-
-
 def format_seed_table(table: dict[str, list[float]], first_seed: int) -> str:
     n = len(next(iter(table.values())))
     lines = [f"{'held-out triples':<32}" + "".join(f"seed {first_seed + s:<5}" for s in range(n))
@@ -209,11 +189,6 @@ def describe_related(data: chain.RelatedChainData) -> str:
         f"{len(data.train)} training sentences, {len(data.valid)} held-out sentences 'x i ↝ z i'",
         "one triple (0 = →, 1 = ↝):", *(f"  {e}" for e in example),
         f"chance: 1/{data.n_triples} = {data.chance_prob:.4f} (uniform over the entities 'z i')"])
-
-
-def unused_split(data: chain.RelatedChainData) -> dict:
-    """``x j ↝ z j`` for the pool's index tokens that occur in no sentence (empty when none is left)."""
-    return {"unused": data.sentences("ac", data.unused)} if len(data.unused) else {}
 
 
 def first_token_vs_entity_figure(histories, chance: float):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ... import plots
-from ...model import attention_weights
+from ...plots import attention_figure, glue_values  # noqa: F401  (fg.attention_figure, fg.glue_values)
 from . import task as rv
 
 GROUP_TITLES = {"train_forward": "train, forward  (A → ?)", "train_backward": "train, backward  (B ← ?)",
@@ -86,34 +86,14 @@ def cosine_figure(init_embedding: torch.Tensor, trained_embedding: torch.Tensor,
     return fig, stats
 
 
-def attention_figure(model, queries: torch.Tensor, labels: Sequence[str], title: str):
-    """Where the last position of ``queries`` looks: its attention over the positions, averaged over the
-    rows of ``queries``, one heat-map (head x position) per layer. Returns the figure and the
-    ``[layers, heads, positions]`` tensor it draws."""
-    import matplotlib.pyplot as plt
-
-    att = attention_weights(model, queries)[:, :, :, -1, :].mean(1)
-    n_layers, n_heads, n_pos = att.shape
-    if len(labels) != n_pos:
-        raise ValueError(f"labels has {len(labels)} entries: expected one per position ({n_pos})")
-    fig, axes = plt.subplots(1, n_layers, figsize=(4.2 * n_layers, 3.0), squeeze=False,
-                             constrained_layout=True)
-    for layer, ax in enumerate(axes[0]):
-        plots.heatmap(ax, att[layer], f"layer {layer + 1}", "attended position (token)", "head",
-                      vmin=0, vmax=1, cmap="viridis", colorbar_label="attention weight")
-        ax.set_xticks(range(n_pos), [f"{i}: {t}" for i, t in enumerate(labels)])
-        ax.set_yticks(range(n_heads), [str(h + 1) for h in range(n_heads)])
-    fig.suptitle(title)
-    return fig, att
-
-
 # ------------------------------------------------------------------------------------ the fixes
 
 
-def method_table(results: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
-    """``{"train": {method: per-seed final train_prob}, "valid": {method: per-seed valid_prob}}``."""
-    return {split: {m: np.array([f.history.last(f"{split}_prob") for f in fits])
-                    for m, fits in results.items()} for split in ("train", "valid")}
+def method_table(results: dict) -> dict[str, dict[str, np.ndarray]]:
+    """``{"train": {method: per-seed final train_prob}, "valid": {method: per-seed valid_prob}}`` of
+    each method's run (:func:`.runs.fixes`: ``extra["methods"]``)."""
+    return {split: {m: np.array([h.last(f"{split}_prob") for h in run.histories])
+                    for m, run in results.items()} for split in ("train", "valid")}
 
 
 def format_method_table(table: dict[str, dict[str, np.ndarray]], chance: float) -> str:
@@ -149,7 +129,7 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     ax.legend(fontsize=8, loc="lower right")
     ax = axes[1]
     for m in methods:
-        hs = [f.history for f in results[m]]
+        hs = results[m].histories
         frac = np.array(hs[0]["epoch"]) / hs[0]["epoch"][-1]
         plots.band(ax, frac, [h["valid_nll"] for h in hs], m)
     ax.axhline(np.log(n_pairs), color="grey", ls="--", label="chance")
@@ -158,18 +138,6 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
-
-
-def glue_values(**values) -> dict:
-    """Glue every value (a number for ``{glue:text}`` in the prose) without displaying it; returns
-    them. Outside a notebook kernel this only returns the values."""
-    try:
-        from myst_nb import glue
-    except ImportError:           # the library without the book's extras
-        return values
-    for name, value in values.items():
-        glue(name, value, display=False)
-    return values
 
 
 def describe_data(data: rv.ReversalData) -> str:

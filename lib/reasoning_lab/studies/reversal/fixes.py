@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from .masked import train_masked
-from ...model import model_from_params
-from ...experiments.params import as_dict
-from ...devices import seed_everything
 from ...data import SeqData
-from ...train import config_from_params
-from .task import BACKWARD, FORWARD, Fit, ReversalData, fit, fit_seeds, sequences
+from ...devices import seed_everything
+from ...epochs import epoch_loop, seed_runs
+from ...model import model_from_params
+from ...train import Trained, no_checkpoints
+from .masked import train_masked
+from .task import BACKWARD, FORWARD, ReversalData, sequences
 
 
 def split_sentences(seq: SeqData, word_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,53 +136,53 @@ METHODS = ("baseline", "reversed_copies", "reversed_relations", "two_relations",
            "identity_neutral", "masked", "weight_decay", "tied")
 
 
-def _method_run(params: dict, data: ReversalData, method: str) -> tuple[SeqData, int, dict]:
-    """What a (non-masked) method trains on: ``(training sentences, vocabulary size, parameter overrides)``."""
+def _method_overrides(p: dict, method: str) -> dict:
+    """The parameters a (non-masked, non-data) method changes."""
     if method in DATA_METHODS:
-        return (*training_set(data, method, params["word_size"]), {})
+        return {}
     if method == "weight_decay":
-        return data.train, data.vocab_size, {"weight_decay": params["strong_weight_decay"]}
+        return {"weight_decay": p["strong_weight_decay"]}
     if method == "tied":
-        return data.train, data.vocab_size, {"tie_embeddings": True}
+        return {"tie_embeddings": True}
     raise ValueError(f"method={method!r} is not allowed: expected one of {', '.join(METHODS)}")
 
 
-def fit_method(p, data: ReversalData, method: str, seed: int, device, checkpoint=None) -> Fit:
-    """Train one model of ``method`` on ``data`` with the notebook's parameters ``p`` and evaluate it on the
+def train_method(p: dict, make_data, method: str, device, checkpoint=None, hooks=(), loop=None) -> Trained:
+    """Train the seeds of one method on the chapter's data (``make_data(seed)``), evaluated on the
     original training sentences and the held-out reverse questions.
 
-    ``weight_decay`` uses ``p.strong_weight_decay``; ``tied`` ties the output layer to the input embeddings;
-    ``masked`` trains a bidirectional model with MLM-U for ``p.masked_epochs`` at ``p.masked_lr`` and asks
-    each question with the answer entity masked.
-    """
-    params = as_dict(p)
-    splits = {"train": data.train, "valid": data.valid}
-    desc = f"{method}, seed {seed}"
-    if method == "masked":
-        params.update(epochs=params["masked_epochs"], lr=params["masked_lr"])
+    The causal methods train all seeds as one batched model (:func:`reasoning_lab.epochs.seed_runs`,
+    one ``checkpoint`` file): a data method on its own training set (:func:`training_set`),
+    ``weight_decay`` with ``p["strong_weight_decay"]``, ``tied`` with the output layer tied to the input
+    embeddings. ``masked`` trains bidirectional models with MLM-U for ``p["masked_epochs"]`` at
+    ``p["masked_lr"]``, one seed after the other (each with its own checkpoint, ``-seed<s>`` added to
+    the name), and asks each question with the answer entity masked."""
+    desc = f"{method}, seeds {p['seed']}-{p['seed'] + p['seeds'] - 1}"
+    if method != "masked":
+        if method in DATA_METHODS:
+            vocab = training_set(make_data(p["seed"]), method, p["word_size"])[1]
+            return seed_runs(p, make_data, device, checkpoint, hooks=hooks, loop=loop, desc=desc,
+                             train_on=lambda d: training_set(d, method, p["word_size"])[0], vocab_size=vocab)
+        return seed_runs(p, make_data, device, checkpoint, hooks=hooks, loop=loop, desc=desc,
+                         **_method_overrides(p, method))
+    params = {**p, "epochs": p["masked_epochs"], "lr": p["masked_lr"]}
+    models, histories, sets = [], [], []
+    for s in range(p["seed"], p["seed"] + p["seeds"]):
+        data = make_data(s)
         mask_id = data.vocab_size                                  # one new token: [MASK]
-        seed_everything(seed)
-        model = model_from_params(params, data.vocab_size + 1, max_len=params.get("max_len") or
+        seed_everything(s)
+        model = model_from_params(params, data.vocab_size + 1, max_len=p.get("max_len") or
                                   data.train.tokens.shape[1])
         model.cfg.causal = False
-        init = model.tok_emb.weight.detach().clone().cpu()
-        cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
-        return Fit(model, train_masked(model, data.train, cfg, mask_id, splits), init)
-    train_data, vocab, overrides = _method_run(params, data, method)
-    return fit(params, train_data, splits, vocab, seed, device, checkpoint, desc, **overrides)
+        path = None if checkpoint is None else Path(checkpoint).with_stem(f"{Path(checkpoint).stem}-seed{s}")
+        cfg = epoch_loop(params, len(data.train), device, path, desc=f"masked, seed {s}", **(loop or {}))
+        histories.append(train_masked(model, data.train, cfg, p["batch_size"], s, mask_id,
+                                      {"train": data.train, "valid": data.valid}, hooks=hooks))
+        models.append(model)
+        sets.append(data)
+    return Trained(models, histories, {}, data=sets)
 
 
-def fit_method_seeds(p, datas: list[ReversalData], method: str, seeds: list[int], device,
-                     checkpoint=None) -> list[Fit]:
-    """:func:`fit_method` for every seed, ``datas[s]`` being seed ``seeds[s]``'s data. The causal methods
-    train all seeds as one batched model (:func:`.reversal.fit_seeds`, one ``checkpoint`` file);
-    ``masked`` has its own trainer and runs the seeds one after the other, each with its own checkpoint
-    (``checkpoint`` with ``-seed<s>`` added to its name)."""
-    if method == "masked":
-        def path(s):
-            return None if checkpoint is None else Path(checkpoint).with_stem(f"{Path(checkpoint).stem}-seed{s}")
-        return [fit_method(p, d, method, s, device, path(s)) for d, s in zip(datas, seeds)]
-    params = as_dict(p)
-    runs = [_method_run(params, d, method) for d in datas]
-    return fit_seeds(params, [r[0] for r in runs], [{"train": d.train, "valid": d.valid} for d in datas],
-                     runs[0][1], seeds, device, checkpoint, f"{method}, seeds {seeds[0]}-{seeds[-1]}", **runs[0][2])
+def train_methods(p: dict, make_data, device, checkpoint=no_checkpoints, hooks=(), loop=None) -> dict[str, Trained]:
+    """:func:`train_method` for every method of ``p["methods"]`` (checkpoint ``<method>-seeds``)."""
+    return {m: train_method(p, make_data, m, device, checkpoint(f"{m}-seeds"), hooks, loop) for m in p["methods"]}

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from ...data import SeqData
 from ...evaluate import answer_logprobs, evaluate
-from ...train import EpochBatches, History, TrainConfig, epoch_loop_config, fit
+from ...epochs import EpochBatches
+from ...train import History, LoopConfig, fit
 
 
 def uniform_masks(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -68,25 +69,23 @@ class MaskedBatches(EpochBatches):
         self.masks.set_state(state["masks"].cpu())
 
 
-def train_masked(model: torch.nn.Module, train_data: SeqData, cfg: TrainConfig, mask_id: int,
-                 eval_splits: dict[str, SeqData] | None = None) -> History:
-    """Train ``model`` (bidirectional attention) with MLM-U on the sentences of ``train_data``.
-
-    The loop, optimiser, shuffling, evaluation schedule, checkpoints and resume of :func:`reasoning_lab.train.train`
-    (:func:`reasoning_lab.train.fit`); ``loss_whole_sequence`` does not apply (the masks decide what is
-    predicted).
-    """
+def train_masked(model: torch.nn.Module, train_data: SeqData, loop: LoopConfig, batch_size: int, seed: int,
+                 mask_id: int, eval_splits: dict[str, SeqData] | None = None, hooks=()) -> History:
+    """Train ``model`` (bidirectional attention) with MLM-U on the sentences of ``train_data`` in the one
+    loop (:func:`reasoning_lab.train.fit`; ``loop`` from :func:`reasoning_lab.epochs.epoch_loop`), the
+    shuffling and the masks seeded with ``seed``. There is no ``loss_whole_sequence``: the masks decide
+    what is predicted."""
     if getattr(getattr(model, "cfg", None), "causal", True):
         raise ValueError("train_masked needs a model with causal=False (attention to both sides)")
-    device = torch.device(cfg.device)
+    device = torch.device(loop.device)
     model.to(device)
     eval_splits = {"train": train_data} if eval_splits is None else eval_splits
-    batches = MaskedBatches(train_data.tokens, cfg.batch_size, cfg.seed, device)
+    batches = MaskedBatches(train_data.tokens, batch_size, seed, device)
     spe = batches.steps_per_epoch
 
     def objective(forward, batch):
         x, mask, n = batch
         return masked_loss(forward, x, mask, mask_id), n
 
-    return fit(model, batches, objective, epoch_loop_config(cfg, spe),
+    return fit(model, batches, objective, loop, hooks=hooks,
                evaluate=lambda done: {"epoch": done // spe, **evaluate_masked(model, eval_splits, mask_id)})[0]

@@ -1,15 +1,20 @@
-"""The set-up sequence the reversal and chain chapters share: one data set per seed, all seeds trained
-side by side (:func:`.task.fit_seeds`), optional frames of the first seed for a training player, and
-the training schedule of the reversal-curse defaults."""
+"""The training run of each reversal experiment, defined once: data -> models -> optimiser settings ->
+the one loop (through :func:`reasoning_lab.epochs.seed_runs`) -> checkpoints -> the metrics the run
+determines. The chapters, ``reasoning-lab run``/``train``/``sweep``, the GPU check and the Slurm
+template all train through these functions (``Experiment.train``).
+
+Each takes the experiment's validated parameters (a dict), the device, ``checkpoint(name) -> path or
+None`` (where the run keeps its checkpoints), fit hooks and ``loop`` overrides (fields of
+:class:`reasoning_lab.train.LoopConfig`, e.g. ``bf16`` or ``progress``), and returns a
+:class:`reasoning_lab.train.Trained`.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import numpy as np
-
-from ...experiments.params import as_dict
-from .task import Fit, fit_seeds
+from ...epochs import seed_runs
+from ...train import Trained, no_checkpoints
+from .fixes import train_methods
+from .in_context import make_reversal_icl_data
+from .task import logit_matrices, make_reversal_data
 
 # The training schedule, (epochs, learning rate), with which the reversal-curse defaults (2 layers,
 # width 128, batch 64, AdamW) fit every training sentence. One-token entities take the original's
@@ -26,7 +31,7 @@ from .task import Fit, fit_seeds
 # entities and no or rotary positions; the held-out probability stayed below 4e-6 (chance 0.0025). 150
 # epochs leave a margin. tests/test_reversal_grid.py checks every other cell (tests/expectations.py the
 # default one): training probability >= 0.99 and held-out probability <= chance, one seed, through
-# :func:`seed_runs` as the notebook calls it.
+# :func:`curse`, the run the chapter trains.
 CURSE_SCHEDULE = {1: {"none": (100, 0.01), "absolute": (100, 0.01), "rotary": (100, 0.01)},
                   2: {"none": (150, 0.002), "absolute": (150, 0.002), "rotary": (150, 0.002)},
                   3: {"none": (150, 0.002), "absolute": (150, 0.002), "rotary": (150, 0.002)}}
@@ -49,55 +54,32 @@ def curse_schedule(word_size: int, pos_encoding: str, epochs: int = 0,
 FINAL_KEYS = ("train_prob", "valid_prob", "train_nll", "valid_nll", "valid_acc")
 
 
-@dataclass
-class SeedRuns:
-    """The data sets, fits and recorded frames of one chapter's seeds (first seed first)."""
-    sets: list
-    fits: list[Fit]
-    frames: list[tuple[int, Any]] = field(default_factory=list)
-
-    @property
-    def data(self):
-        return self.sets[0]
-
-    @property
-    def model(self):
-        return self.fits[0].model
-
-    @property
-    def models(self) -> list:
-        return [f.model for f in self.fits]
-
-    @property
-    def histories(self) -> list:
-        return [f.history for f in self.fits]
-
-    def mean_last(self, *keys: str) -> dict[str, float]:
-        """``{key: mean over seeds of the key's last recorded value}`` (default keys: the final
-        probabilities, losses and held-out accuracy, :data:`FINAL_KEYS`)."""
-        keys = keys or FINAL_KEYS
-        return {k: float(np.mean([h.last(k) for h in self.histories])) for k in keys}
+def curse(p: dict, device, checkpoint=no_checkpoints, hooks=(), **loop) -> Trained:
+    """``reversal-curse``: the chapter's seeds on the reversal data, epochs and learning rate from
+    :func:`curse_schedule`, frames of the relation-token logits for the player."""
+    epochs, lr = curse_schedule(p["word_size"], p["pos_encoding"], p["epochs"], p["lr"])
+    t = seed_runs(p, lambda s: make_reversal_data(p["vocab_size"], p["word_size"], seed=s), device,
+                  checkpoint("seeds"), record=lambda model, d: logit_matrices(model, d, view="relation"),
+                  hooks=hooks, loop=loop, epochs=epochs, lr=lr)
+    t.metrics = {**t.mean_last(*FINAL_KEYS), "chance_prob": t.data[0].chance_prob, "params": t.model.num_params()}
+    return t
 
 
-def seed_runs(p, make_data: Callable[[int], Any], device, checkpoint=None,
-              extra_splits: Callable[[Any], dict] | None = None,
-              record: Callable[[Any, Any], Any] | None = None, n_frames: int = 15,
-              **overrides) -> SeedRuns:
-    """Train the seeds ``p.seed .. p.seed + p.seeds - 1``: seed ``s`` on ``make_data(s)`` (an object
-    with ``train``, ``valid`` and ``vocab_size``), evaluated on its ``train`` and ``valid`` sentences
-    and on ``extra_splits(data)``. ``record(model, data)``, if given, is stored with the epoch about
-    ``n_frames`` times during training, for the first seed (``SeedRuns.frames``). ``overrides`` replace
-    parameters (e.g. ``epochs``)."""
-    params = as_dict(p, **overrides)
-    if params["seeds"] < 1:
-        raise ValueError(f"parameter seeds={params['seeds']} is not allowed: expected at least 1")
-    seeds = list(range(params["seed"], params["seed"] + params["seeds"]))
-    sets = [make_data(s) for s in seeds]
-    splits = [{"train": d.train, "valid": d.valid, **(extra_splits(d) if extra_splits else {})}
-              for d in sets]
-    frames: list = []
-    snapshot = None if record is None else (lambda m, e: frames.append((e, record(m, sets[0]))))
-    fits = fit_seeds(params, [d.train for d in sets], splits, sets[0].vocab_size, seeds,
-                     device=device, checkpoint=checkpoint, desc=f"seeds {seeds[0]}-{seeds[-1]}",
-                     snapshot=snapshot, snapshot_every=max(1, params["epochs"] // n_frames))
-    return SeedRuns(sets, fits, frames)
+def in_context(p: dict, device, checkpoint=no_checkpoints, hooks=(), **loop) -> Trained:
+    """``reversal-in-context``: the chapter's seeds on sentences that state the fact before the question."""
+    t = seed_runs(p, lambda s: make_reversal_icl_data(p["vocab_size"], p["n_a"], p["n_b"], seed=s), device,
+                  checkpoint("seeds"), hooks=hooks, loop=loop)
+    t.metrics = {**t.mean_last(*FINAL_KEYS), "chance_prob": t.data[0].chance_prob, "params": t.model.num_params()}
+    return t
+
+
+def fixes(p: dict, device, checkpoint=no_checkpoints, hooks=(), **loop) -> Trained:
+    """``reversal-fixes``: every method of ``p["methods"]`` on the same seeds' data. ``models`` and
+    ``histories`` are the baseline's; ``extra["methods"]`` maps each method to its own run."""
+    runs = train_methods(p, lambda s: make_reversal_data(p["vocab_size"], p["word_size"], seed=s), device,
+                         checkpoint, hooks, loop)
+    base = runs["baseline"]
+    metrics = {"chance_prob": base.data[0].chance_prob}
+    for split in ("train", "valid"):
+        metrics.update({f"{split}_prob_{m}": r.mean_last(f"{split}_prob")[f"{split}_prob"] for m, r in runs.items()})
+    return Trained(base.models, base.histories, metrics, data=base.data, extra={"methods": runs})

@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ...data import SeqData, TaskData, entity_alphabets, entity_words, sequences
-from ...devices import seed_everything
 from ...evaluate import diagonal_accuracy, score_matrix  # noqa: F401  (rv.diagonal_accuracy)
-from ...experiments.params import as_dict
-from ...model import model_from_params
-from ...stacked import build_models
-from ...train import History, config_from_params, train, train_seeds
 
 FORWARD, BACKWARD = 0, 1
 N_RELATIONS = 2
@@ -131,65 +126,3 @@ def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     """The off-diagonal entries of a square matrix, flattened."""
     M = torch.as_tensor(matrix)
     return M[~torch.eye(len(M), dtype=torch.bool)]
-
-
-# ---------------------------------------------------------------------------------------------------
-# One training run from a notebook's parameters
-
-
-@dataclass
-class Fit:
-    model: torch.nn.Module
-    history: History
-    init_embedding: torch.Tensor   # input token embeddings before training (a copy, on the CPU)
-
-
-def fit(p, train_data: SeqData, eval_splits: dict[str, SeqData], vocab_size: int, seed: int, device,
-        checkpoint=None, desc: str | None = None, snapshot=None, **overrides) -> Fit:
-    """Build the notebook's transformer (``p``: parameters namespace or dict; ``overrides`` replace entries,
-    e.g. ``weight_decay=1.0``), seed it with ``seed``, train it and return it with its history.
-    ``snapshot(model, epoch)``, if given, is called after every epoch (e.g. to record heat-maps over time).
-
-    The absolute-position table has ``p.max_len`` rows, or just the sequence length when that is 0/absent.
-    """
-    params, max_len = _model_params(p, train_data, overrides)
-    seed_everything(seed)
-    model = model_from_params(params, vocab_size, max_len=max_len)
-    init = model.tok_emb.weight.detach().clone().cpu()
-    cfg = config_from_params(params, seed=seed, device=device, checkpoint=checkpoint, desc=desc)
-    hook = None if snapshot is None else (lambda epoch, _history: snapshot(model, epoch))
-    history = train(model, train_data, cfg, eval_splits, on_epoch_end=hook)
-    return Fit(model, history, init)
-
-
-def fit_seeds(p, train_sets: list[SeqData], eval_splits: list[dict[str, SeqData]], vocab_size: int,
-              seeds: list[int], device, checkpoint=None, desc: str | None = None, snapshot=None,
-              snapshot_every: int = 1, **overrides) -> list[Fit]:
-    """:func:`fit` for every seed at once: seed ``seeds[s]`` trains on ``train_sets[s]`` and is evaluated on
-    ``eval_splits[s]``, and all of them train as one batched model
-    (:func:`reasoning_lab.train.train_seeds`) — the same models as separate :func:`fit` calls up to
-    float rounding, in less time. ``snapshot(model, epoch)``, if given, sees the first seed's model after
-    every ``snapshot_every``-th epoch and the last; ``checkpoint`` is one file for all seeds."""
-    params, max_len = _model_params(p, train_sets[0], overrides)
-    models = build_models(lambda _s: model_from_params(params, vocab_size, max_len=max_len), seeds)
-    inits = [m.tok_emb.weight.detach().clone().cpu() for m in models]
-    cfg = config_from_params(params, seed=seeds[0], device=device, checkpoint=checkpoint, desc=desc)
-
-    def hook(epoch, _histories):
-        if epoch % snapshot_every == 0 or epoch == cfg.epochs:
-            snapshot(models[0], epoch)
-
-    histories = train_seeds(models, train_sets, cfg, eval_splits, seeds,
-                            on_epoch_end=None if snapshot is None else hook,
-                            sync_every=snapshot_every if snapshot is not None else 0)
-    return [Fit(m, h, i) for m, h, i in zip(models, histories, inits)]
-
-
-def _model_params(p, train_data: SeqData, overrides: dict) -> tuple[dict, int]:
-    params = as_dict(p, **overrides)
-    seq_len = train_data.tokens.shape[1]
-    max_len = params.get("max_len") or seq_len
-    if max_len < seq_len:
-        raise ValueError(f"parameter max_len={max_len} is not allowed: expected 0 or at least the sequence "
-                         f"length {seq_len}")
-    return params, max_len

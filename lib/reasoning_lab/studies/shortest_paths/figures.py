@@ -166,6 +166,12 @@ class FrameRecorder:
         self.watch, self.every, self.last, self.device = watch, every, last, device
         self.frames: list[tuple[int, torch.Tensor]] = []
 
+    def state_dict(self) -> dict:            # kept in the training checkpoint (reasoning_lab.train.fit)
+        return {"steps": [s for s, _ in self.frames], "outputs": [o for _, o in self.frames]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.frames = list(zip(state["steps"], state["outputs"]))
+
     def __call__(self, step: int, model) -> None:
         from .model import predict
 
@@ -174,13 +180,8 @@ class FrameRecorder:
                                                   device=self.device)))
 
     def player(self, log, total: int):
-        """The shared training player over the recorded frames and the per-label loss curves (frames
-        start where the run resumed, if it did; none after resuming a finished run)."""
+        """The shared training player over the recorded frames and the per-label loss curves."""
         from ...plots import training_player
-
-        if not self.frames:
-            print("this run resumed from a finished checkpoint: no frames were recorded")
-            return None
 
         U = UNREACHABLE
         hists = [(step, {"out": histogram2d(self.watch[2], out.clamp(-0.5, U + 0.5), max_label=U,

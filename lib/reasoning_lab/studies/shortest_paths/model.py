@@ -82,14 +82,16 @@ class GraphBatches:
 def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split: str, steps: int,
                 batch_size: int, generator: torch.Generator, log: History | None = None,
                 schedule=None, data_kw: dict | None = None, device="cpu", start_step: int = 0,
-                grad_clip: float = 0.0, on_step=None, checkpoint=None, checkpoint_every: int = 0) -> History:
+                grad_clip: float = 0.0, on_step=None, checkpoint=None, checkpoint_every: int = 0,
+                hooks=(), state: dict | None = None, **loop) -> History:
     """``steps`` optimizer steps on fresh batches of ``split`` (:func:`reasoning_lab.train.fit` with the MSE
     objective); ``schedule(step) -> lr`` if given (else the optimizer's learning rate); ``grad_clip > 0``
     clips the global gradient norm; ``on_step(step, model)``, if given, is called after every step (e.g.
     to record snapshots; it may switch the model to eval mode, training resumes after). The history
     (``log``, continued when given) records every step's ``step``, ``loss`` and ``by_label`` losses.
     With ``checkpoint`` (a path) the run saves every ``checkpoint_every`` steps and at the end, and a
-    second call with the same path resumes from it."""
+    second call with the same path resumes from it. ``hooks`` and ``state`` go to :func:`fit`;
+    ``loop``: :class:`LoopConfig` fields to override."""
     data_kw = data_kw or {}
     batches = GraphBatches(lambda n, g: make_batch(split, n, g, **data_kw), batch_size, generator, device)
 
@@ -100,17 +102,18 @@ def train_steps(model: PathTransformer, optimizer: torch.optim.Optimizer, split:
         return loss, 1, {"step": start_step + step, "loss": float(loss.detach()),
                          **{f"by_label/{k}": v for k, v in _group_losses(sq.detach(), labels).items()}}
 
-    hooks = []
+    all_hooks = []
     if on_step is not None:
         def call(done, _h):
             on_step(start_step + done - 1, model)
             model.train()
-        hooks.append(call)
-    cfg = LoopConfig(steps=steps, lr=None, schedule=(lambda i: schedule(start_step + i)) if schedule else "constant",
-                     grad_clip=grad_clip or None, device=device, bf16=False, checkpoint_path=checkpoint,
-                     checkpoint_every=checkpoint_every, progress=False)
-    return fit(model, batches, objective, cfg, hooks=hooks, optimizer=optimizer,
-               histories=[log if log is not None else History()])[0]
+        all_hooks.append(call)
+    cfg = LoopConfig(**{"steps": steps, "lr": None, "grad_clip": grad_clip or None, "device": device,
+                        "schedule": (lambda i: schedule(start_step + i)) if schedule else "constant",
+                        "bf16": False, "checkpoint_path": checkpoint, "checkpoint_every": checkpoint_every,
+                        "progress": False, **loop})
+    return fit(model, batches, objective, cfg, hooks=[*all_hooks, *hooks], optimizer=optimizer,
+               histories=[log if log is not None else History()], state=state)[0]
 
 
 @torch.no_grad()
