@@ -160,16 +160,12 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     return fig
 
 
-def glue_values(**values) -> dict:
-    """Glue every value (a number for ``{glue:text}`` in the prose) without displaying it; returns
-    them. Outside a notebook kernel this only returns the values."""
-    try:
-        from myst_nb import glue
-    except ImportError:           # the library without the book's extras
-        return values
-    for name, value in values.items():
-        glue(name, value, display=False)
-    return values
+def glue_values(**values) -> None:
+    """Glue every value for the prose (``reasoning_lab.prose.glue``: a name an ``{eval}`` expression
+    in the text can quote). Returns nothing, so that a cell ending with it shows no output."""
+    from reasoning_lab.prose import glue_all
+
+    glue_all(values)
 
 
 def describe_data(data: rv.ReversalData) -> str:
