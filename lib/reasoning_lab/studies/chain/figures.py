@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ... import plots
-from ...experiments.registry import ROOT
+from ...experiments.registry import DATA
 from ...evaluate import diagonal_accuracy
 from . import task as chain
 
-SWEEP_FILE = ROOT / "book" / "data" / "chain-sweep.csv"
+SWEEP_FILE = DATA / "chain-sweep.csv"
 
 # The columns of the chain-of-thought table: metric key -> label.
 SEED_COLUMNS = {"direct": "direct p(C | A ↝)", "two_step": "two-step p(B | A →)·p(C | B̂ →)",
