@@ -48,6 +48,7 @@ def test_glue_in_a_kernel_binds_the_name_and_records_it_for_the_book(capsys):
         res = shell.run_cell("glue('own', 2)", store_history=False)
         assert isinstance(res.error_in_exec, ValueError) and "already a variable" in str(res.error_in_exec)
         assert shell.user_ns["own"] == 1
+        shell.run_cell("glue('own', 1)", store_history=False).raise_error()   # the same value: allowed
     finally:
         InteractiveShell.clear_instance()
 
@@ -81,3 +82,18 @@ def test_chapters_need_no_book_package():
     """A chapter runs with the package's own dependencies: nothing from myst-nb or Jupyter Book."""
     for chapter in CHAPTERS:
         assert not re.search(r"^\s*(from|import) (myst_nb|jupyter_book|sphinx)", chapter.read_text(), re.M), chapter
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_prose_describes_checks_without_naming_test_code(chapter):
+    """Readers are told what is checked, not the names of the tests' files and functions."""
+    prose_only = re.sub(r"```\{code-cell\}.*?```", "", chapter.read_text(), flags=re.S)
+    named = re.findall(r"`(tests/[\w/]+\.py|test_\w+)`", prose_only)
+    assert not named, f"{chapter.name} names test code in its prose: {named}"
+
+
+def test_bibliography_has_no_tex_the_book_shows_raw():
+    """pybtex renders a TeX command it does not know (\\texttt, \\emph, ...) as raw text on every page
+    that cites the entry; \\url is the one the book's bibliography style understands."""
+    bib = (ROOT / "book" / "references.bib").read_text()
+    assert not [c for c in re.findall(r"\\([A-Za-z]+)", bib) if c != "url"], "TeX commands in references.bib"

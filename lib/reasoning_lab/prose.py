@@ -11,7 +11,8 @@ One source serves both places a chapter is read:
 
 Only plain values can be glued: numbers, strings, booleans and lists, tuples or dicts of them (NumPy
 scalars and arrays become Python numbers and lists). A name the notebook already uses for a variable of
-its own cannot be glued, so that quoting a number never replaces one of the chapter's variables.
+its own can be glued only with that variable's value, so that quoting a number never changes one of the
+chapter's variables.
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def plain(value: Any, name: str = "value") -> Any:
                      "glue numbers, strings, or lists, tuples and dicts of them")
 
 
+def _same(old: Any, value: Any) -> bool:
+    try:
+        return plain(old) == value
+    except ValueError:
+        return False
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
     """Make ``value`` available to the prose as ``name`` (see the module docstring); ``display=True``
     also shows it as the cell's output."""
@@ -63,9 +71,9 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         shell = get_ipython()
     if shell is not None:
         ns = shell.user_ns
-        if name in ns and name not in GLUED:
-            raise ValueError(f"glue name {name!r} is already a variable of the notebook; "
-                             "choose a name of its own for the prose")
+        if name in ns and name not in GLUED and not _same(ns[name], value):
+            raise ValueError(f"glue name {name!r} is already a variable of the notebook, with another "
+                             "value; choose a name of its own for the prose")
         ns[name] = value
     GLUED[name] = value
     if shell is not None:
