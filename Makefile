@@ -104,16 +104,21 @@ browser: install
 
 # JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
 # MyST sources as notebooks (tools/lab-settings/overrides.json: a double click opens a .md as a notebook,
-# and every cell is rendered, so that widget outputs far down a chapter are live)
-# and pairs each with a generated .ipynb when saved; sliders rerun in the kernel.
+# and every cell is rendered, so that widget outputs far down a chapter are live), jupyterlab-myst renders
+# the prose (its {eval} expressions show the numbers the cells glued), and saving leaves the .md as it
+# was (jupytext.toml). The kernels are interactive: no REASONING_LAB_QUIET (progress bars show) and no
+# REASONING_LAB_THREADS (each chapter's own `threads` parameter applies), whatever the book build sets.
 LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks \
-	    --LabApp.app_settings_dir=tools/lab-settings \
+	env -u REASONING_LAB_QUIET -u REASONING_LAB_THREADS $(BIN)/jupyter lab --notebook-dir=. \
+	    --LabApp.default_url=/lab/tree/notebooks --LabApp.app_settings_dir=tools/lab-settings \
 	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-# The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,
-# a widget slider is dragged and the figure must redraw; screenshot in _build/lab/. Skipped without Chromium.
+# The interactive path in headless Chromium: `make lab` (a real server with a live kernel) runs a chapter
+# whole: its prose must render (no MyST role left raw, every {eval} number shown; the rendered text is
+# written to _build/lab/<chapter>.txt), its training shows a progress bar, a widget slider is dragged and
+# the figure must redraw, and saving it leaves the .md unchanged; screenshot in _build/lab/. Skipped
+# without Chromium.
 lab-check: install
 	$(BIN)/python tools/lab_check.py --screenshot _build/lab/one-layer-dynamics.png
 

@@ -2,7 +2,7 @@
 
 JupyterLab saves through jupytext's contents manager (the one `make lab` runs, configured by jupytext.toml).
 Each chapter is opened as a notebook through it, given what a session in JupyterLab adds (outputs and
-execution counts, kernel and language metadata, the values jupyterlab-myst records for the prose's
+execution counts, the kernel's spec and language metadata, the values jupyterlab-myst records for the prose's
 inline expressions, cell ids, the UI's per-cell flags) and saved back: the .md must be byte for byte what
 it was. (tools/lab_check.py does the same with a real Ctrl-S in a browser, for one chapter.)"""
 from __future__ import annotations
@@ -23,6 +23,12 @@ def lab_session_edits(nb: dict) -> None:
     nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.2", "mimetype": "text/x-python",
                                        "file_extension": ".py", "codemirror_mode": {"name": "ipython"}}
     nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    # the running kernel's spec, in the order JupyterLab writes it
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": spec.display_name,
+                                    "language": spec.language}
     for i, cell in enumerate(nb["cells"]):
         cell["id"] = f"cell-{i}"
         if cell["cell_type"] == "code":
