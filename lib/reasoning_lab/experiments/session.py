@@ -24,8 +24,17 @@ from . import registry as experiments
 RUN_ONLY_PARAMS = ("output_dir", "device", "threads", "workers")
 
 
+_CURRENT: dict[str, str] = {}
+
+
+def current_name() -> str | None:
+    """The experiment of the last ``start`` in this process (the chapter a kernel runs)."""
+    return _CURRENT.get("name")
+
+
 class Run:
     def __init__(self, name: str, params: dict[str, Any]):
+        _CURRENT["name"] = name
         self.name = name
         self.params = params
         self.p = SimpleNamespace(**params)
@@ -63,6 +72,11 @@ class Run:
         return self.out / "checkpoints" / f"{name}-{digest}.pt"
 
     def savefig(self, fig, name: str) -> None:
+        """Save ``fig`` as ``<output_dir>/<name>.png`` (when there is an output folder), and measure its
+        smallest text as the book shows it (``plots.note_figure``)."""
+        from ..plots import note_figure
+
+        note_figure(fig, name)
         if self.out is None:
             return
         from ..io import atomic_path
