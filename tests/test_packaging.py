@@ -75,7 +75,9 @@ def test_notebook_location(monkeypatch, tmp_path):
     assert locations.notebook_dir() == locations.PACKAGE / "notebooks"
 
 
-def test_regular_install_works_outside_the_checkout(capsys):
+def test_regular_install_runs_every_chapter_outside_the_checkout(capsys):
+    """pip install -c constraints.txt of the wheel into an isolated venv, every chapter run from another
+    folder at reduced sizes (tools/wheel_check.py)."""
     sys.path.insert(0, str(ROOT / "tools"))
     import wheel_check
 
@@ -83,6 +85,7 @@ def test_regular_install_works_outside_the_checkout(capsys):
     out = capsys.readouterr().out
     n = len(list((ROOT / "notebooks").glob("*.md")))
     assert f"{n} notebooks" in out and f"all {n} experiments" in out and "wheel check passed" in out
+    assert f"of all {n} chapters at reduced sizes" in out and "into a fresh venv" in out
 
 
 def test_docs_say_what_the_environment_and_the_lab_do():

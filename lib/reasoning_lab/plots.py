@@ -219,7 +219,7 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
                          "figure.titlesize": size + 1}):
         fig, grid = plt.subplots(rows, cols, figsize=figsize, dpi=dpi, squeeze=False,
                                  gridspec_kw={"width_ratios": [1] * cols if rows > 1 else
-                                              [1] * len(keys) + [1.3]})
+                                              [1] * len(keys) + [1.6]})
         axes = list(grid.flat)
         for ax in axes[n:]:
             ax.remove()
