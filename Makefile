@@ -119,11 +119,13 @@ lab: install
 # written to _build/lab/<chapter>.txt), its training shows a progress bar, a widget slider is dragged and
 # the figure must redraw, and saving it leaves the .md unchanged; screenshot in _build/lab/. Skipped
 # without Chromium.
+LAB_CHAPTER ?= notebooks/bilinear-dynamics.md
 lab-check: install
-	$(BIN)/python tools/lab_check.py --screenshot _build/lab/one-layer-dynamics.png
+	$(BIN)/python tools/lab_check.py --notebook $(LAB_CHAPTER)
 
-# A regular (non-editable) install in a fresh virtual environment, used from outside the checkout:
-# `reasoning-lab list` finds every experiment and a tiny `run` works.
+# A regular install as a reader makes it (pip install -c constraints.txt of the wheel into an isolated
+# virtual environment), used from outside the checkout: `reasoning-lab list` finds every experiment and
+# every chapter runs at reduced sizes.
 wheel-check: install
 	$(BIN)/python tools/wheel_check.py
 

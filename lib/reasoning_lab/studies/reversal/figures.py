@@ -76,6 +76,7 @@ def cosine_figure(init_embedding: torch.Tensor, trained_embedding: torch.Tensor,
     axes[2].plot(xs, gaussian_density(xs, sd), "k--", lw=1, label=f"N(0, 1/d), d = {d}")
     axes[2].set(xlabel="cosine of two different tokens", ylabel="density",
                 title="off-diagonal entries")
+    axes[2].set_ylim(0, 1.7 * axes[2].get_ylim()[1])   # room above the curves for the legend
     axes[2].legend(fontsize=9, loc="upper left")
     fig.suptitle("Rows: relation tokens 0, 1, then the A alphabet, then the B alphabet")
     fig.tight_layout()
