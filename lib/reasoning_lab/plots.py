@@ -46,6 +46,14 @@ def shown_text_px(fig, tight: bool = True, column_px: float = BOOK_COLUMN_PX) ->
             "width_px": round(width_px), "scale": round(scale, 3)}
 
 
+_CHAPTER: dict[str, str] = {}
+
+
+def set_figure_chapter(name: str) -> None:
+    """The chapter whose figures :func:`note_figure` records (``lab.start`` sets it)."""
+    _CHAPTER["name"] = name
+
+
 def note_figure(fig, name: str, tight: bool = True) -> dict:
     """Measure ``fig`` (:func:`shown_text_px`); where the notebook tests collect metrics
     (``REASONING_LAB_METRICS_DIR``) the measurement is added to ``figures/<chapter>.json`` there, and
@@ -57,9 +65,7 @@ def note_figure(fig, name: str, tight: bool = True) -> dict:
     size = shown_text_px(fig, tight=tight)
     collect = os.environ.get("REASONING_LAB_METRICS_DIR")
     if collect:
-        from .experiments import session
-
-        chapter = session.current_name() or "unknown"
+        chapter = _CHAPTER.get("name", "unknown")
         path = Path(collect) / "figures" / f"{chapter}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         known = json.loads(path.read_text()) if path.exists() else {}

@@ -16,7 +16,7 @@ import torch
 
 from ..devices import resolve_device, seed_everything
 from ..io import flat_metrics, write_json
-from ..plots import use_book_style
+from ..plots import set_figure_chapter, use_book_style
 from . import registry as experiments
 
 
@@ -24,17 +24,9 @@ from . import registry as experiments
 RUN_ONLY_PARAMS = ("output_dir", "device", "threads", "workers")
 
 
-_CURRENT: dict[str, str] = {}
-
-
-def current_name() -> str | None:
-    """The experiment of the last ``start`` in this process (the chapter a kernel runs)."""
-    return _CURRENT.get("name")
-
-
 class Run:
     def __init__(self, name: str, params: dict[str, Any]):
-        _CURRENT["name"] = name
+        set_figure_chapter(name)
         self.name = name
         self.params = params
         self.p = SimpleNamespace(**params)
