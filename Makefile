@@ -104,21 +104,28 @@ browser: install
 
 # JupyterLab for reading and running the chapters with a live kernel: jupytext (jupytext.toml) opens the
 # MyST sources as notebooks (tools/lab-settings/overrides.json: a double click opens a .md as a notebook,
-# and every cell is rendered, so that widget outputs far down a chapter are live)
-# and pairs each with a generated .ipynb when saved; sliders rerun in the kernel.
+# and every cell is rendered, so that widget outputs far down a chapter are live), jupyterlab-myst renders
+# the prose (its {eval} expressions show the numbers the cells glued), and saving leaves the .md as it
+# was (jupytext.toml). The kernels are interactive: no REASONING_LAB_QUIET (progress bars show) and no
+# REASONING_LAB_THREADS (each chapter's own `threads` parameter applies), whatever the book build sets.
 LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks \
-	    --LabApp.app_settings_dir=tools/lab-settings \
+	env -u REASONING_LAB_QUIET -u REASONING_LAB_THREADS $(BIN)/jupyter lab --notebook-dir=. \
+	    --LabApp.default_url=/lab/tree/notebooks --LabApp.app_settings_dir=tools/lab-settings \
 	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-# The interactive path in headless Chromium: a real `jupyter lab` server with a live kernel runs a chapter,
-# a widget slider is dragged and the figure must redraw; screenshot in _build/lab/. Skipped without Chromium.
+# The interactive path in headless Chromium: `make lab` (a real server with a live kernel) runs a chapter
+# whole: its prose must render (no MyST role left raw, every {eval} number shown; the rendered text is
+# written to _build/lab/<chapter>.txt), its training shows a progress bar, a widget slider is dragged and
+# the figure must redraw, and saving it leaves the .md unchanged; screenshot in _build/lab/. Skipped
+# without Chromium.
+LAB_CHAPTER ?= notebooks/bilinear-dynamics.md
 lab-check: install
-	$(BIN)/python tools/lab_check.py --screenshot _build/lab/one-layer-dynamics.png
+	$(BIN)/python tools/lab_check.py --notebook $(LAB_CHAPTER)
 
-# A regular (non-editable) install in a fresh virtual environment, used from outside the checkout:
-# `reasoning-lab list` finds every experiment and a tiny `run` works.
+# A regular install as a reader makes it (pip install -c constraints.txt of the wheel into an isolated
+# virtual environment), used from outside the checkout: `reasoning-lab list` finds every experiment and
+# every chapter runs at reduced sizes.
 wheel-check: install
 	$(BIN)/python tools/wheel_check.py
 

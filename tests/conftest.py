@@ -45,7 +45,7 @@ LONGEST = {
     "test_sweep_slurm.py::test_train_ddp": 43, "test_sweep.py::test_failed_point": 39,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[rotary-2]": 38,
     "test_reversal_grid.py::test_curse_defaults_fit_and_show_the_curse[none-2]": 37,
-    "test_sweep.py::test_interrupted_sweep": 30, "test_lab.py::": 29, "test_packaging.py::test_regular_install": 23,
+    "test_sweep.py::test_interrupted_sweep": 30, "test_lab.py::": 100, "test_packaging.py::test_regular_install": 150,
     "test_gpu_check.py::test_cpu_mode": 20, "test_cli.py::test_run_writes_metrics": 19,
     "test_reversal_grid.py::": 15, "test_capacity.py::test_models_trained_in_worker": 15,
     "test_execute_notebooks.py::": 12, "test_ensemble.py::test_compiled": 10, "test_theory.py::test_theory_figures": 8,

@@ -70,3 +70,33 @@ def test_printed_output_fits_column(source, executed):
     long = [(n, line) for n, line in printed_lines(executed[source.stem]) if len(line) > COLUMN]
     assert not long, (f"{source.stem}: {len(long)} printed line(s) longer than {COLUMN} characters, "
                       f"e.g. code cell {long[0][0]}: {long[0][1]!r}")
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_stray_values_under_cells(source, executed):
+    """A cell's last expression shows its value: a dict or list a helper returned (the values glued for
+    the prose, say) is printed under the cell as a stray line the text never explains."""
+    stray = []
+    for number, cell in enumerate((c for c in executed[source.stem].cells if c.cell_type == "code"), 1):
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/plain", "") if out.get("output_type") == "execute_result" else ""
+            if isinstance(text, list):
+                text = "".join(text)
+            if text.startswith(("{", "[", "(")) and not RICH & set(out.get("data", {})):
+                stray.append((number, text[:60]))
+    assert not stray, f"{source.stem}: values shown under code cells: {stray}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figures_readable_at_book_width(source, metrics_dir):
+    """Every figure the chapter saved (``run.savefig``) or played (``plots.scrubber``) shows its smallest
+    text at MIN_TEXT_PX or more at the book's column width (``plots.shown_text_px``: derived from the
+    figure's size, dpi and font sizes and ``plots.BOOK_COLUMN_PX``, which the browser check measures)."""
+    from reasoning_lab.plots import BOOK_COLUMN_PX, MIN_TEXT_PX
+
+    file = metrics_dir / "figures" / f"{source.stem}.json"
+    assert file.exists(), f"{source.stem}: no figure was measured"
+    small = {name: f"{m['px']:.1f} px ({m['points']} pt {m['text']!r}, image {m['width_px']} px)"
+             for name, m in json.loads(file.read_text()).items() if m["px"] < MIN_TEXT_PX}
+    assert not small, (f"{source.stem}: text smaller than {MIN_TEXT_PX} px at the {BOOK_COLUMN_PX}-px "
+                       f"column: {small}")

@@ -102,9 +102,14 @@ def site(tmp_path_factory):
     math = r'<p>Inline <span class="math">\(\sum_i x_i^2\)</span>.</p><div class="math">\[e^{i\pi}+1=0\]</div>'
     (d / "good.html").write_text(_page("Good", math + '<div class="cell"><div class="cell_output">'
                                        '<img src="fig.png"></div></div>' + _player(changing=True)))
+    (d / "_sources").mkdir()
+    (d / "_sources" / "bad.ipynb").write_text('{"cells": [{"cell_type": "code", "outputs": []}]}')
     (d / "bad.html").write_text(_page("Bad", '<div class="cell"><div class="cell_output">'
                                       '<img src="missing.png"><div class="output traceback">'
                                       'Traceback (most recent call last): ValueError</div></div></div>'
+                                      '<p>so the score is $ s = a\\,\\mathrm{REACH}_v[j]$ steps.</p>'
+                                      '<pre style="overflow-x: auto">' + "x" * 300 + '</pre>'
+                                      '<a href="_sources/bad.ipynb">bad.ipynb</a>'
                                       + _player(changing=False)
                                       + '<script>fetch("http://cdn.example.com/x.js").catch(() => 0);</script>'))
     return d
@@ -114,7 +119,7 @@ def test_browser_check_passes_a_good_page(site, capsys):
     rc = browser_check.main(["--html", str(site), "--page", "good", "--screenshots", str(site / "shots")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "math 2/2" in out and "sliders 1 (dragged)" in out and "figures" in out
+    assert "math 2/2" in out and "sliders 1 (dragged)" in out and "figures" in out   # opens on its last frame
     png = (site / "shots" / "good.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -126,5 +131,6 @@ def test_browser_check_catches_broken_pages(site, capsys):
     assert rc == 1
     for expected in ("image(s) did not load", "error output(s) from notebook execution",
                      "the picture did not change", "request outside the book: http://cdn.example.com/x.js",
-                     "(missing pages): absent"):
+                     "(missing pages): absent", "raw TeX or a stray $ in the text", "\\mathrm",
+                     "scrolls sideways", "_sources/bad.ipynb has 0 output(s)"):
         assert expected in out, (expected, out)

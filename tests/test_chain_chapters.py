@@ -71,8 +71,8 @@ def test_sweep_prose_agrees_with_the_saved_run():
     assert facts["weakest_two_step_prob"] == weakest["valid_two_step_prob"]
     assert (facts["most_trained_ac"], facts["fewest_trained_ac"]) == (180, 20)
     # the text names no saved-run number of its own: every sweep number in it is glued
-    paragraph = text[text.index("In all {glue:text}`sweep_n_runs`"):text.index("## Our results")]
-    bare = re.findall(r"(?<![\w.`:])\d+\.\d+(?![\w`])", re.sub(r"\{glue:text\}`[^`]*`", "", paragraph))
+    paragraph = text[text.index("In all {eval}`sweep_n_runs`"):text.index("## Our results")]
+    bare = re.findall(r"(?<![\w.`:])\d+\.\d+(?![\w`])", re.sub(r"\{eval\}`[^`]*`", "", paragraph))
     assert set(bare) <= {"0.1", "0.9"}, bare      # the grid's fractions, from the command above
 
 

@@ -75,7 +75,9 @@ def test_notebook_location(monkeypatch, tmp_path):
     assert locations.notebook_dir() == locations.PACKAGE / "notebooks"
 
 
-def test_regular_install_works_outside_the_checkout(capsys):
+def test_regular_install_runs_every_chapter_outside_the_checkout(capsys):
+    """pip install -c constraints.txt of the wheel into an isolated venv, every chapter run from another
+    folder at reduced sizes (tools/wheel_check.py)."""
     sys.path.insert(0, str(ROOT / "tools"))
     import wheel_check
 
@@ -83,3 +85,21 @@ def test_regular_install_works_outside_the_checkout(capsys):
     out = capsys.readouterr().out
     n = len(list((ROOT / "notebooks").glob("*.md")))
     assert f"{n} notebooks" in out and f"all {n} experiments" in out and "wheel check passed" in out
+    assert f"of all {n} chapters at reduced sizes" in out and "into a fresh venv" in out
+
+
+def test_docs_say_what_the_environment_and_the_lab_do():
+    """What README.md and the book say about installing and running the chapters matches the product:
+    environment.yml takes PyTorch from PyPI (no CUDA channel), the torch pin does not keep CUDA wheels
+    away on Linux, and chapters open as notebooks through `make lab` (a plain `jupyter lab` opens them
+    as text)."""
+    docs = {p.name: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md"))]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    for name, text in docs.items():
+        flat = " ".join(text.split())
+        assert "CUDA channel" not in flat, f"{name}: environment.yml has no CUDA channel"
+        assert not re.search(r"not pull CUDA|keeps? CUDA wheels away", flat), f"{name}: the pin keeps no CUDA away"
+        for sentence in re.split(r"(?<=[.;:])\s", flat):
+            if "jupyter lab`" in sentence and "make lab" not in sentence:
+                assert "as text" in sentence, f"{name}: {sentence!r}"

@@ -4,11 +4,17 @@ For each page of ``_toc.yml`` (served from ``_build/html`` by a loopback-only HT
 host unresolvable so that anything fetched from a CDN fails) it checks:
 
 - the page has a title and prose, and no error output (tracebacks) from notebook execution;
-- every math element was typeset by MathJax (an ``mjx-container``, no ``mjx-merror``);
+- every math element was typeset by MathJax (an ``mjx-container``, no ``mjx-merror``), and no raw TeX
+  (a ``$``, a ``\\command``, ``_{`` or ``^{``) is left in the text outside typeset math and code;
+- the text column is as wide as the figures are sized for (``reasoning_lab.plots.BOOK_COLUMN_PX``) and
+  nothing is wider than it: no code block, output, table, figure or display equation scrolls sideways
+  or spills past its edge at the 1280-px window;
 - every image loaded (non-zero ``naturalWidth``), and a notebook page shows at least one figure;
 - saved ipywidgets were rendered by the HTML manager;
-- each static slider (matplotlib's JavaScript player, ``lab.plots.scrubber``) works: the mouse drags the
-  slider to its end and the frame changes, then clicking "First frame" brings back the first one;
+- a notebook page's download menu offers the executed notebook, with its outputs;
+- each static slider (matplotlib's JavaScript player, ``lab.plots.scrubber``) opens on its last frame and
+  works: the mouse drags it from the first frame to its end and the frame changes, then clicking
+  "First frame" brings back the first one;
 - no JavaScript exception, console error, failed or external request;
 
 and saves a full-page screenshot of each page in ``_build/screenshots/``. It also fails if myst-nb left an
@@ -40,6 +46,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lib"))
+from reasoning_lab.plots import BOOK_COLUMN_PX  # noqa: E402  (the column the figures are sized for)
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 VIEWPORT = (1280, 900)
 MAX_SHOT_HEIGHT = 12000  # px; longer pages are cut in the screenshot (not in the checks)
@@ -66,6 +75,26 @@ def toc_pages(toc_path: Path) -> list[str]:
 
     walk(toc)
     return [str(Path(n).with_suffix("")) if Path(n).suffix in (".md", ".ipynb") else n for n in names]
+
+
+def download_problems(html_dir: Path, link: str | None) -> list[str]:
+    """A chapter's download menu offers its executed notebook (the page's link to an ``.ipynb``, under
+    ``_sources/``) with outputs, a figure among them, not the bare source."""
+    import json
+    from urllib.parse import unquote
+
+    if not link:
+        return ["no .ipynb in the page's download menu"]
+    name = unquote(link).lstrip("/")
+    path = html_dir / name
+    if not path.is_file():
+        return [f"the download menu's notebook {name} does not exist"]
+    cells = [c for c in json.loads(path.read_text()).get("cells", []) if c.get("cell_type") == "code"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    if not outputs or not any("image/png" in o.get("data", {}) for o in outputs):
+        return [f"the downloadable notebook {name} has {len(outputs)} output(s) and no "
+                "figure: not the executed notebook"]
+    return []
 
 
 def execution_reports(html_dir: Path) -> list[Path]:
@@ -241,8 +270,56 @@ PAGE_CHECK_JS = r"""
     r.widgets_rendered = Math.min(rendered(), views.length);
   }
 
-  // static sliders (matplotlib JavaScript players)
-  r.sliders = main.querySelectorAll('.animation input.anim-slider').length;
+  // static sliders (matplotlib JavaScript players): each opens on its last frame
+  const sliders = [...main.querySelectorAll('.animation input.anim-slider')];
+  r.sliders = sliders.length;
+  await until(() => sliders.every(s => +s.max > 0), 10000);
+  r.sliders_not_at_end = sliders.filter(s => +s.value !== +s.max).map(s => `${s.value} of ${s.max}`);
+
+  // prose the reader sees as raw TeX: a dollar sign or a TeX command outside typeset math and code
+  const skip = 'mjx-container, code, pre, script, style, .cell_output, .output, .highlight, kbd, samp, ' +
+               '.animation, .jupyter-widgets, .widget-subarea, .MathJax, mjx-assistive-mml';
+  const walker = document.createTreeWalker(main.querySelector('article') || main, NodeFilter.SHOW_TEXT);
+  const tex = /\$|\\[A-Za-z]+|[_^]\{/;
+  r.raw_tex = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (!n.parentElement || n.parentElement.closest(skip)) continue;
+    const m = n.textContent.match(tex);
+    if (m) r.raw_tex.push(n.textContent.slice(Math.max(0, m.index - 40), m.index + 40).replace(/\s+/g, ' '));
+  }
+
+  // the column, and anything wider than it: a sideways scroll bar or a spill past its edge
+  const themed = main.querySelector('article.bd-article');
+  const article = themed || main.querySelector('article') || main;
+  const ar = article.getBoundingClientRect(), acs = getComputedStyle(article);
+  const left = ar.left + parseFloat(acs.paddingLeft), right = ar.right - parseFloat(acs.paddingRight);
+  r.column = themed ? Math.round((right - left) * 10) / 10 : null;   // the book theme's column
+  const ipynb = [...document.querySelectorAll('a[href$=".ipynb"]')].map(a => a.getAttribute('href'));
+  r.ipynb_link = ipynb.length ? new URL(ipynb[0], location.href).pathname : null;
+  r.themed = !!themed;
+  const describe = e => {
+    const cell = e.closest('div.cell');
+    const where = cell ? `cell ${[...main.querySelectorAll('div.cell')].indexOf(cell) + 1}` :
+                         (e.closest('section') || {}).id || '';
+    return `${e.tagName.toLowerCase()}${e.className && typeof e.className === 'string' ?
+            '.' + e.className.trim().split(/\s+/)[0] : ''} (${where})`;
+  };
+  r.too_wide = [];
+  const seen = new Set();
+  for (const e of main.querySelectorAll('pre, div.highlight, .cell_output, table, img, .animation, ' +
+                                        'mjx-container[display="true"], .pst-scrollable-table-container')) {
+    if (!e.offsetParent && e.tagName !== 'IMG') continue;   // not displayed
+    const b = e.getBoundingClientRect();
+    let why = null;
+    if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+      why = `scrolls sideways (${e.scrollWidth} px of content in ${e.clientWidth} px)`;
+    else if (b.right > right + 1 || b.left < left - 1)
+      why = `spills past the column (${Math.round(b.left - left)} to ${Math.round(b.right - left)} px of ${Math.round(right - left)})`;
+    if (why) {
+      const key = describe(e) + why;
+      if (!seen.has(key)) { seen.add(key); r.too_wide.push(`${describe(e)} ${why}`); }
+    }
+  }
   return r;
 })()
 """
@@ -367,6 +444,19 @@ def page_problems(r: dict, is_notebook: bool) -> list[str]:
         p.append("a notebook page without any figure")
     if r["widget_views"] and r.get("widgets_rendered", 0) < r["widget_views"]:
         p.append(f"widgets not rendered: {r.get('widgets_rendered', 0)} of {r['widget_views']}")
+    for text in r.get("raw_tex", [])[:5]:
+        p.append(f"raw TeX or a stray $ in the text: ...{text}...")
+    if len(r.get("raw_tex", [])) > 5:
+        p.append(f"... and {len(r['raw_tex']) - 5} more places with raw TeX")
+    for what in r.get("too_wide", [])[:8]:
+        p.append(f"wider than the column at {VIEWPORT[0]} px: {what}")
+    if len(r.get("too_wide", [])) > 8:
+        p.append(f"... and {len(r['too_wide']) - 8} more elements wider than the column")
+    if r.get("column") is not None and abs(r["column"] - BOOK_COLUMN_PX) > 1:
+        p.append(f"the text column is {r['column']} px wide at {VIEWPORT[0]} px; the figures are sized for "
+                 f"{BOOK_COLUMN_PX} px (reasoning_lab.plots.BOOK_COLUMN_PX)")
+    for where in r.get("sliders_not_at_end", []):
+        p.append(f"a player opens on frame {where}, not on its last frame")
     return p
 
 
@@ -477,6 +567,8 @@ def main(argv=None) -> int:
                 try:
                     r = evaluate(dt, session, PAGE_CHECK_JS, timeout=300)
                     problems += page_problems(r, is_notebook=r["code_cells"] > 0)
+                    if r["code_cells"] > 0 and (r.get("themed") or r.get("ipynb_link")):
+                        problems += download_problems(html_dir, r.get("ipynb_link"))
                     for i in range(r["sliders"]):
                         problems += exercise_slider(dt, session, i)
                     screenshot(dt, session, shots / (name.replace("/", "__") + ".png"))

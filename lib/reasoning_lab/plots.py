@@ -6,6 +6,76 @@ from typing import Sequence
 import numpy as np
 
 
+# The width in CSS pixels of the book's text column in a 1280-px browser window (tools/browser_check.py
+# measures it in the built page and fails when it differs). The book shows an image at its own size, or
+# scaled down to this width when it is wider; a reader must be able to read its smallest text.
+BOOK_COLUMN_PX = 792
+MIN_TEXT_PX = 9.0
+
+
+def shown_text_px(fig, tight: bool = True, column_px: float = BOOK_COLUMN_PX) -> dict:
+    """The smallest text of ``fig`` as the book shows it, in CSS pixels: each visible text's font size
+    (points) at the figure's dpi, times the scale at which the image is shown (the column's width over
+    the image's, at most 1). ``tight``: the image is cropped as ``bbox_inches="tight"`` crops it (the
+    inline backend's figures); otherwise it is the whole figure (a player's frames). Returns ``px``,
+    the ``text`` and its ``points``, the image's ``width_px`` and the ``scale``."""
+    import matplotlib as mpl
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    if tight:
+        width_in = fig.get_tightbbox(renderer).width + 2 * mpl.rcParams["savefig.pad_inches"]
+    else:
+        width_in = fig.get_figwidth()
+    width_px = width_in * fig.dpi
+    scale = min(1.0, column_px / width_px)
+    smallest = None
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip() or not fig.bbox.overlaps(t.get_window_extent(renderer)):
+            continue
+        axes = t.axes
+        if axes is not None and not axes.get_visible():
+            continue
+        if smallest is None or t.get_fontsize() < smallest.get_fontsize():
+            smallest = t
+    if smallest is None:
+        return {"px": float("inf"), "text": "", "points": 0.0, "width_px": width_px, "scale": scale}
+    points = smallest.get_fontsize()
+    return {"px": points * fig.dpi / 72 * scale, "text": smallest.get_text()[:40], "points": points,
+            "width_px": round(width_px), "scale": round(scale, 3)}
+
+
+_CHAPTER: dict[str, str] = {}
+
+
+def set_figure_chapter(name: str) -> None:
+    """The chapter whose figures :func:`note_figure` records (``lab.start`` sets it)."""
+    _CHAPTER["name"] = name
+
+
+def note_figure(fig, name: str, tight: bool = True) -> dict:
+    """Measure ``fig`` (:func:`shown_text_px`); where the notebook tests collect metrics
+    (``REASONING_LAB_METRICS_DIR``) the measurement is added to ``figures/<chapter>.json`` there, and
+    the tests check that every figure of the book is readable."""
+    import json
+    import os
+    from pathlib import Path
+
+    size = shown_text_px(fig, tight=tight)
+    collect = os.environ.get("REASONING_LAB_METRICS_DIR")
+    if collect:
+        chapter = _CHAPTER.get("name", "unknown")
+        path = Path(collect) / "figures" / f"{chapter}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        known = json.loads(path.read_text()) if path.exists() else {}
+        known[name] = size
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return size
+
+
 def use_book_style() -> None:
     import matplotlib as mpl
 
@@ -78,10 +148,14 @@ def scrubber(fig, update, frames, interval: int = 150):
     if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
         fig.set_layout_engine(None)
     writer = HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once")
+    frames = list(range(frames) if isinstance(frames, int) else frames)
+    update(frames[-1])
+    note_figure(fig, f"player: {fig.texts[0].get_text()[:30] if fig.texts else fig.axes[0].get_title()[:30]}",
+                tight=False)
     with tempfile.TemporaryDirectory() as tmp, mpl.rc_context({"savefig.bbox": None}):
         path = Path(tmp) / "player.html"
         with writer.saving(fig, str(path), dpi=fig.dpi):
-            for i in (range(frames) if isinstance(frames, int) else frames):
+            for i in frames:
                 update(i)
                 writer.grab_frame()
         html = path.read_text()
@@ -100,6 +174,11 @@ def _self_contained_player(html: str) -> str:
     import re
 
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+    # the player opens on its last frame, where what it shows has happened (the first is the untrained
+    # model); the slider, the buttons and "First frame" still go back through the run
+    html, n = re.subn(r"(\b(anim\w+) = new Animation\([^;]*\);)", r"\1 \2.last_frame();", html)
+    if n != 1:
+        raise RuntimeError("matplotlib's player template changed: cannot open it on its last frame")
     return re.sub(r'<i class="fa fa-([a-z -]+)"></i>',
                   lambda m: _PLAYER_ICONS.get(m.group(1), m.group(0)), html)
 
@@ -109,7 +188,7 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
                     curve_ylabel: str = "NLL of the answer (nats)", curve_title: str = "", chance=None,
                     colour: str = "logit", log_colour: bool = False, extent=None, logy: bool = False,
                     clip_quantile: float | None = None, identity_line: bool = False, figsize=None,
-                    dpi: int = 64, interval: int = 150):
+                    dpi: float | None = None, interval: int = 150):
     """A static player of training dynamics: one image panel per entry of ``panels`` and the loss curves,
     with a marker at the frame's moment; a slider scrubs through ``frames``. Works without a kernel.
 
@@ -119,6 +198,7 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
     1e-3 to 1 with ``log_colour`` (column shares of a histogram, drawn with ``extent``; ``identity_line``
     adds the dotted line output = label).
     """
+    import matplotlib as mpl
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
@@ -132,12 +212,58 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
                  float(as_np(mats[k]).min()) for _, mats in frames for k in keys)
         hi = max(float(as_np(mats[k]).max()) for _, mats in frames for k in keys)
     n = len(keys) + 1
-    fig, axes = plt.subplots(1, n, figsize=figsize or (3.6 * n + 0.6, 3.9), dpi=dpi,
-                             gridspec_kw={"width_ratios": [1] * len(keys) + [1.3]})
+    # up to three panels side by side, more in two rows; drawn as wide as the book's column, with text
+    # large enough to read there (readable_points)
     show_image = (lambda m: np.where(as_np(m) > 0, as_np(m), np.nan)) if log_colour else as_np
+    rows = 1 if n <= 3 else 2
+    cols = -(-n // rows)
+    figsize = figsize or (3.6 * cols + 0.6, 3.9 * rows)
+    dpi = min(dpi, BOOK_COLUMN_PX / figsize[0]) if dpi else BOOK_COLUMN_PX / figsize[0]
+    size = readable_points(figsize[0], dpi)
+    with mpl.rc_context({"font.size": size, "axes.titlesize": size, "axes.labelsize": size,
+                         "xtick.labelsize": size, "ytick.labelsize": size, "legend.fontsize": size,
+                         "figure.titlesize": size + 1}):
+        fig, grid = plt.subplots(rows, cols, figsize=figsize, dpi=dpi, squeeze=False,
+                                 gridspec_kw={"width_ratios": [1] * cols if rows > 1 else
+                                              [1] * len(keys) + [1.6]})
+        axes = list(grid.flat)
+        for ax in axes[n:]:
+            ax.remove()
+        images, marker, title = _draw_training_player(
+            fig, axes[:n], frames, keys, panels, curves, xlabel=xlabel, total=total,
+            panel_labels=panel_labels, curve_ylabel=curve_ylabel, curve_title=curve_title, chance=chance,
+            colour=colour, norm=norm, lo=lo, hi=hi, extent=extent, logy=logy, identity_line=identity_line,
+            show_image=show_image)
+        for ax in fig.axes:   # ticks made later, as the frames are drawn, keep the size too
+            ax.tick_params(labelsize=size)
+    of = f" of {total}" if total else ""
+
+    def show(i):
+        x, mats = frames[i]
+        for im, k in zip(images, keys):
+            im.set_data(show_image(mats[k]))
+        marker.set_xdata([x, x])
+        title.set_text(f"{xlabel} {x}{of}")
+
+    return scrubber(fig, show, len(frames), interval=interval)
+
+
+def readable_points(width_in: float, dpi: float, column_px: float = BOOK_COLUMN_PX) -> float:
+    """The smallest font size (points, rounded up to a half) that the book shows at ``MIN_TEXT_PX`` or
+    more, for a figure ``width_in`` inches wide at ``dpi`` (shown at its size, or scaled down to the
+    column when wider)."""
+    import math
+
+    scale = min(1.0, column_px / (width_in * dpi))
+    return max(8.0, math.ceil(2 * MIN_TEXT_PX * 72 / (dpi * scale)) / 2)
+
+
+def _draw_training_player(fig, axes, frames, keys, panels, curves, *, xlabel, total, panel_labels,
+                          curve_ylabel, curve_title, chance, colour, norm, lo, hi, extent, logy,
+                          identity_line, show_image):
     images = []
     for ax, k in zip(axes, keys):
-        first = show_image(frames[0][1][k])
+        first = show_image(frames[-1][1][k])
         if extent is None:
             images.append(heatmap(ax, first, panels[k], *panel_labels, vmin=lo, vmax=hi, cmap="viridis",
                                   colorbar_label=colour))
@@ -159,20 +285,11 @@ def training_player(frames, panels: dict[str, str], curves: dict[str, tuple], *,
     if logy:
         curve_ax.set_yscale("log")
     curve_ax.set(xlabel=xlabel, ylabel=curve_ylabel, title=curve_title)
-    curve_ax.legend(fontsize=7)
-    marker = curve_ax.axvline(frames[0][0], color="black", lw=1)
-    of = f" of {total}" if total else ""
-    fig.suptitle(f"{xlabel} {frames[0][0]}{of}")
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-
-    def show(i):
-        x, mats = frames[i]
-        for im, k in zip(images, keys):
-            im.set_data(show_image(mats[k]))
-        marker.set_xdata([x, x])
-        fig.suptitle(f"{xlabel} {x}{of}")
-
-    return scrubber(fig, show, len(frames), interval=interval)
+    curve_ax.legend()
+    marker = curve_ax.axvline(frames[-1][0], color="black", lw=1)
+    title = fig.suptitle(f"{xlabel} {frames[-1][0]}" + (f" of {total}" if total else ""))
+    fig.tight_layout(rect=(0, 0, 1, 0.95 if len(axes) > 3 else 0.92))
+    return images, marker, title
 
 
 def attention_figure(model, queries, labels: Sequence[str], title: str):
@@ -196,15 +313,3 @@ def attention_figure(model, queries, labels: Sequence[str], title: str):
         ax.set_yticks(range(n_heads), [str(h + 1) for h in range(n_heads)])
     fig.suptitle(title)
     return fig, att
-
-
-def glue_values(**values) -> dict:
-    """Glue every value (a number for ``{glue:text}`` in the prose) without displaying it; returns
-    them. Outside a notebook kernel this only returns the values."""
-    try:
-        from myst_nb import glue
-    except ImportError:           # the library without the book's extras
-        return values
-    for name, value in values.items():
-        glue(name, value, display=False)
-    return values

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .locations import notebook_dir
+from .locations import data_dir, notebook_dir
 from .params import COMMON, Rule, did_you_mean, validate
 
 ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOKS = notebook_dir()   # the checkout's notebooks/, or the copy shipped in the package
+DATA = data_dir()            # the checkout's book/data/, or the copy shipped in the package
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 STUDIES_PACKAGE = "reasoning_lab.studies"
 

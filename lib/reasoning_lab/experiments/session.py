@@ -17,13 +17,14 @@ import torch
 
 from ..devices import resolve_device, seed_everything
 from ..io import flat_metrics, write_json
-from ..plots import use_book_style
+from ..plots import set_figure_chapter, use_book_style
 from . import registry as experiments
 from .folder import RUN_ONLY_PARAMS, RunFolder  # noqa: F401  (RUN_ONLY_PARAMS: where, not what)
 
 
 class Run:
     def __init__(self, name: str, params: dict[str, Any]):
+        set_figure_chapter(name)
         self.name = name
         self.params = params
         self.p = SimpleNamespace(**params)
@@ -61,6 +62,11 @@ class Run:
         return None if self.folder is None else self.folder.checkpoint(name)
 
     def savefig(self, fig, name: str) -> None:
+        """Save ``fig`` as ``<output_dir>/<name>.png`` (when there is an output folder), and measure its
+        smallest text as the book shows it (``plots.note_figure``)."""
+        from ..plots import note_figure
+
+        note_figure(fig, name)
         if self.out is None:
             return
         from ..io import atomic_path

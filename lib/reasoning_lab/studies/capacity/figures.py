@@ -17,7 +17,7 @@ def capacity_vs_params(ax, rows: list[dict], entropy_bits: float, title: str = "
     ax.set_xlabel("parameters (exact count, embeddings included)")
     ax.set_ylabel("knowledge stored (bits)")
     ax.set_title(title or "Capacity against model size")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     return ax
 
 
@@ -25,14 +25,14 @@ def bits_per_param(ax, rows: list[dict]):
     P = [r["params"] for r in rows]
     b = [r["bits_per_param"] for r in rows]
     bars = ax.bar(range(len(P)), b, color="C0")
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.bar_label(bars, fmt="%.2f", fontsize=9)
     ax.axhline(2.0, ls="--", color="C3", label="2 bits / parameter")
     ax.set_xticks(range(len(P)), [f"{p / 1000:.0f}k\n(d={r['d_model']})" for p, r in zip(P, rows)])
     ax.set_xlabel("model (parameters, width)")
     ax.set_ylabel("capacity / parameters (bits)")
     ax.set_title("Bits stored per parameter")
     ax.set_ylim(0, 2.4)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=9, loc="upper left")
     return ax
 
 
@@ -45,10 +45,10 @@ def subject_capacity(ax, rows: list[dict], entropy_by_subject: dict[str, float])
     for i, r in enumerate(rows):
         ax.bar(x - 0.4 + w * (i + 1.5), [r[f"capacity_{s}"] for s in subjects], w,
                label=f"{r['params'] / 1000:.0f}k params")
-    ax.set_xticks(x, [s.replace("_", "\n") for s in subjects], fontsize=8)
+    ax.set_xticks(x, [s.replace("_", "\n") for s in subjects], fontsize=9)
     ax.set_ylabel("bits stored")
     ax.set_title("Capacity per subject")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -60,7 +60,7 @@ def capacity_curves(ax, curves: list[tuple[str, list[float], list[float]]], entr
     ax.set_xlabel("exposures per 1-hop fact")
     ax.set_ylabel("capacity (bits)")
     ax.set_title("Capacity during training")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 

@@ -240,7 +240,7 @@ def probe_figure(result: ProbeResult, own_loss: float):
 
     from ...plots import heatmap
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"wspace": 0.45})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.45})
     heatmap(axes[0], result.accuracy.numpy(), "Probe accuracy for the bridge's first name",
             "token position", "layer (0 = embeddings)", vmin=0, vmax=1,
             colorbar_label="test accuracy")
@@ -253,7 +253,7 @@ def probe_figure(result: ProbeResult, own_loss: float):
     axes[1].set_xticks(layers)
     axes[1].set(xlabel="layer (0 = embeddings)", ylabel="test cross-entropy (nats)",
                 title="Probe loss by layer")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9)
     return fig
 
 

@@ -8,18 +8,19 @@ import numpy as np
 import torch
 
 from ... import plots
-from ...experiments.registry import ROOT
+from ...experiments.registry import DATA
 from ...evaluate import diagonal_accuracy
 from . import task as chain
 
-SWEEP_FILE = ROOT / "book" / "data" / "chain-sweep.csv"
+SWEEP_FILE = DATA / "chain-sweep.csv"
 
 # The columns of the chain-of-thought table: metric key -> label.
 SEED_COLUMNS = {"direct": "direct p(C | A ↝)", "two_step": "two-step p(B | A →)·p(C | B̂ →)",
                 "step1": "step 1 p(B | A →)", "step2": "step 2 p(C | B̂ →)",
                 "direct_acc": "direct accuracy", "two_step_acc": "two-step accuracy"}
-MAP_TITLES = {"B|A": "step 1: B_j after A_i →", "C|B": "step 2: C_j after B_i →",
-              "C|A": "direct: C_j after A_i ↝"}
+# panel titles, the symbols typeset (matplotlib's mathtext)
+MAP_TITLES = {"B|A": r"step 1: $B_j$ after $A_i \rightarrow$", "C|B": r"step 2: $C_j$ after $B_i \rightarrow$",
+              "C|A": r"direct: $C_j$ after $A_i \rightsquigarrow$"}
 
 
 def describe_chain(data: chain.ChainData) -> str:
@@ -171,8 +172,8 @@ def sweep_figure(rows: list[dict[str, float]]):
     for ax in axes:
         ax.set_xlabel("held-out fraction of triples")
     axes[0].set_ylabel("fraction / probability, held-out triples")
-    axes[0].legend(fontsize=7, ncol=2, loc="center left")
-    axes[1].legend(fontsize=7, loc="center left")
+    axes[0].legend(fontsize=9, ncol=2, loc="center left")
+    axes[1].legend(fontsize=9, loc="center left")
     fig.suptitle("Precomputed sweep (book/data/chain-sweep.csv): solid = chain of thought, "
                  "dashed = direct")
     return fig

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ... import plots
-from ...plots import attention_figure, glue_values  # noqa: F401  (fg.attention_figure, fg.glue_values)
+from ...plots import attention_figure  # noqa: F401  (fg.attention_figure)
 from . import task as rv
 
 GROUP_TITLES = {"train_forward": "train, forward  (A → ?)", "train_backward": "train, backward  (B ← ?)",
@@ -62,10 +62,9 @@ def cosine_figure(init_embedding: torch.Tensor, trained_embedding: torch.Tensor,
     d = init_embedding.shape[1]
     cos = {"initialisation": rv.cosine_matrix(init_embedding[ids]),
            "trained": rv.cosine_matrix(trained_embedding.detach().cpu()[ids])}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
     for ax, (name, m) in zip(axes, cos.items()):
-        title = "input embeddings " + ("at initialisation" if name == "initialisation" else
-                                       "after training")
+        title = "embeddings " + ("at initialisation" if name == "initialisation" else "after training")
         plots.heatmap(ax, m, title, "token", "token", vmin=-1, vmax=1, cmap="RdBu_r",
                       colorbar_label="cosine similarity")
     bins = np.linspace(-0.6, 0.6, 121)
@@ -75,9 +74,10 @@ def cosine_figure(init_embedding: torch.Tensor, trained_embedding: torch.Tensor,
     xs = np.linspace(-0.6, 0.6, 400)
     sd = 1 / np.sqrt(d)
     axes[2].plot(xs, gaussian_density(xs, sd), "k--", lw=1, label=f"N(0, 1/d), d = {d}")
-    axes[2].set(xlabel="cosine similarity of two different tokens", ylabel="density",
+    axes[2].set(xlabel="cosine of two different tokens", ylabel="density",
                 title="off-diagonal entries")
-    axes[2].legend(fontsize=8)
+    axes[2].set_ylim(0, 1.7 * axes[2].get_ylim()[1])   # room above the curves for the legend
+    axes[2].legend(fontsize=9, loc="upper left")
     fig.suptitle("Rows: relation tokens 0, 1, then the A alphabet, then the B alphabet")
     fig.tight_layout()
     stats = {"cos_offdiag_std_init": float(rv.off_diagonal(cos["initialisation"]).std()),
@@ -113,7 +113,7 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     valid = method_table(results)["valid"]
     methods = list(valid)
     floor = 1e-14
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.3))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
     ax = axes[0]
     x = np.arange(len(methods))
     ax.bar(x, np.maximum([valid[m].mean() for m in methods], floor), color="tab:blue", alpha=0.6,
@@ -126,7 +126,7 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     ax.set_ylim(max(floor, min(1e-6, min(v.min() for v in valid.values()) / 3)), 2)
     ax.set_xticks(x, methods, rotation=30, ha="right")
     ax.set(ylabel="probability of the right answer", title="Held-out reverse questions, by method")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     ax = axes[1]
     for m in methods:
         hs = results[m].histories
@@ -135,9 +135,17 @@ def fixes_figure(results: dict[str, list], chance: float, n_pairs: int):
     ax.axhline(np.log(n_pairs), color="grey", ls="--", label="chance")
     ax.set(xlabel="fraction of training", ylabel="held-out NLL (nats)", yscale="log",
            title="Held-out loss during training")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=9, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def glue_values(**values) -> None:
+    """Glue every value for the prose (``reasoning_lab.prose.glue``: a name an ``{eval}`` expression
+    in the text can quote). Returns nothing, so that a cell ending with it shows no output."""
+    from reasoning_lab.prose import glue_all
+
+    glue_all(values)
 
 
 def describe_data(data: rv.ReversalData) -> str:

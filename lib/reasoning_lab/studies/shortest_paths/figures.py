@@ -73,7 +73,7 @@ def label_share_figure(data: dict, max_vertices: int):
     from . import reference as ref
     from .data import label_shares
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for ax, s in zip(axes, ("pretrain", "finetune")):
         ours, orig = label_shares(data[s][2]), ref.ORIGINAL_LABEL_SHARES[s]
         ks = sorted(set(ours) | set(orig))
@@ -84,7 +84,7 @@ def label_share_figure(data: dict, max_vertices: int):
         ax.set_xticks(x, [str(k) for k in ks])
         ax.set(xlabel="label: distance (15 = unreachable)", ylabel="share of examples",
                title=f"{s} labels")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     return fig
 
 
@@ -116,7 +116,7 @@ def hist2d(ax, res: dict, title: str):
                    extent=(-0.5, UNREACHABLE + 0.5, edges[0], edges[-1]))
     ax.plot([0, UNREACHABLE], [0, UNREACHABLE], color="white", lw=0.6, ls=":")
     ax.set(xlabel="true label", ylabel="model output")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(False)
     return im
 
@@ -134,7 +134,7 @@ def test_hist_figure(results: dict, splits):
     """Histograms of the fine-tuning set and every test set after fine-tuning."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.0), layout="constrained")
     panels = [("finetune", "fine-tuning set")] + [(s, s.removeprefix("test-")) for s in splits]
     for ax, (s, name) in zip(axes.flat, panels):
         im = hist2d(ax, results[s], f"{name}: MSE {results[s]['mse']:.3g}")

@@ -283,10 +283,10 @@ def draw_residual(ax, X: torch.Tensor, N: int, title: str = "") -> None:
 
     M = X.detach().double().numpy()
     im = ax.imshow(M, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(N + 1), ["answer"] + [f"vertex {v}" for v in range(1, N + 1)], fontsize=7)
+    ax.set_yticks(range(N + 1), ["answer"] + [f"vertex {v}" for v in range(1, N + 1)], fontsize=9)
     blocks = [("ANS", 0, 0), ("NBR", 1, N), ("REACH", N + 1, 2 * N), ("OUT", 2 * N + 1, 3 * N),
               ("SELF", 3 * N + 1, 4 * N), ("NOTANS", 4 * N + 1, 4 * N + 1)]
-    ax.set_xticks([(a + b) / 2 for _, a, b in blocks], [name for name, _, _ in blocks], fontsize=8)
+    ax.set_xticks([(a + b) / 2 for _, a, b in blocks], [name for name, _, _ in blocks], fontsize=9)
     for _, a, b in blocks[1:]:
         ax.axvline(a - 0.5, color="white", lw=1.2)
     ax.set_xlabel(f"residual feature (D = 4N + 2 = {4 * N + 2})")

@@ -176,7 +176,7 @@ def saved_figure(saved: dict):
     import matplotlib.pyplot as plt
 
     settings = saved["params"]["settings"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for ax, name in zip(axes, ("ours", "original")):
         s = settings[name]
         for r in saved["metrics"][name]:
@@ -185,7 +185,7 @@ def saved_figure(saved: dict):
         ax.set_yscale("log")
         ax.set(xlabel="Adam step", ylabel="training MSE (log scale)",
                title=f"{name}: {s['constants']} constants, lr {s['lr']:g}, batch {s['batch_size']}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     return fig
 
 

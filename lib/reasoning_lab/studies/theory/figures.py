@@ -12,7 +12,9 @@ from .bilinear import orthogonal_limit, simulate
 # The bilinear model
 
 
-def _subplots(n: int = 1, width: float = 6.0, height: float = 4.2):
+def _subplots(n: int = 1, width: float = 5.0, height: float = 4.2):
+    """``n`` panels side by side, ``width`` inches each: two of them fit the book's column with their
+    8-point legends readable (plots.shown_text_px)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, n, figsize=(width * n, height))
@@ -55,9 +57,9 @@ def loss_panel(ax, traj, limit, leak, d: int, vocab: int, legend: bool = True) -
     top = max(3 * np.log(vocab), float(traj.reverse_loss[:, i].max()) * 1.5)
     ax.set_ylim(float(limit["train_loss"][-1]) / 3, top)
     _log_axes(ax, "training time t = lr × step", "loss (nats)", f"embedding dimension d = {d}",
-              legend=7 if legend else None)
+              legend=8 if legend else None)
     if legend:
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=8, loc="lower left")
 
 
 def loss_figure(traj, limit, leak, vocab: int):
@@ -224,7 +226,7 @@ _WEIGHT_LINES = (("forward_weight", dict(color="C0", lw=2.5, alpha=0.7), "Y[Aᵢ
                  ("relation_weight", dict(color="C1"), "Y[R←,Aᵢ], held-out answers"))
 
 
-def _steps_axes(ax, ylabel: str, title: str, ylog: bool = False, legend: int = 7):
+def _steps_axes(ax, ylabel: str, title: str, ylog: bool = False, legend: int = 8):
     _log_axes(ax, "optimizer step (log scale)", ylabel, title, ylog=ylog, legend=legend)
 
 
@@ -232,7 +234,7 @@ def weights_figure(dyn, frozen, ode, ode_frozen, n_pairs: int, vocab: int, n_dat
                    lr_z: float):
     """Effective output weights with learned and with frozen attention, the reduced ODE dashed over them
     and the closed-form late-time growth dotted."""
-    fig, axes = _subplots(2, 6.0, 4.3)
+    fig, axes = _subplots(2, 5.0, 4.3)
     steps = dyn.steps.numpy()
     x = steps[1:]
     snapped = orthogonal_limit(torch.as_tensor(steps * lr_y, dtype=torch.float64), vocab, n_data)
