@@ -113,6 +113,10 @@ def test_sweeps_decide_done_from_the_record(tmp_path, capsys):
     assert rc == 2 and "holds a sweep of 'reversal-curse', not 'bilinear-dynamics'" in err[0]
     rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "seed=", "--out", tmp_path / "E")
     assert rc == 2 and "--grid seed= has no values" in err[0]
+    rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "seed=0", "--grid", "seed=1", "--out", tmp_path / "E")
+    assert rc == 2 and "--grid seed is given twice" in err[0]
+    rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "=1", "--out", tmp_path / "E")
+    assert rc == 2 and "--grid expects KEY=VALUE" in err[0]
     rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "device=cpu,cuda", "--out", tmp_path / "E")
     assert rc == 2 and "device='cuda'" in err[0]
     rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "seed=1", "--devices", "0", "--out", tmp_path / "E")

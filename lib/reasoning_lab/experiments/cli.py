@@ -13,9 +13,11 @@ from . import runner
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     out = {}
     for item in items or []:
-        if "=" not in item:
+        key, _, value = item.partition("=")
+        if not _ or not key.strip():
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
+        if key.strip() in out:
+            raise ValueError(f"{flag} {key.strip()} is given twice; give each parameter once")
         out[key.strip()] = value
     return out
 
