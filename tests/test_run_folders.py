@@ -20,7 +20,11 @@ from reasoning_lab.experiments.folder import RunFolder, read_record
 
 # a reversal-curse run that trains in seconds
 TINY = {"seeds": 1, "vocab_size": 40, "embed_dim": 16, "n_layers": 1, "epochs": 4, "device": "cpu"}
-TINY_ARGS = [x for k, v in TINY.items() for x in ("-p", f"{k}={v}")]
+def _args(**changes) -> list[str]:
+    return [x for k, v in {**TINY, **changes}.items() for x in ("-p", f"{k}={v}")]
+
+
+TINY_ARGS = _args()
 
 
 def _main(capsys, *args) -> tuple[int, list[str]]:
@@ -46,7 +50,7 @@ def finished(tmp_path_factory):
 
 def test_a_folder_holding_another_run_is_refused_and_left_as_it_was(finished, capsys):
     before = _snapshot(finished)
-    rc, err = _main(capsys, "run", "reversal-curse", *TINY_ARGS, "-p", "seed=7", "--out", finished)
+    rc, err = _main(capsys, "run", "reversal-curse", *_args(seed=7), "--out", finished)
     assert rc == 2 and len(err) == 1 and "seed=0 (this run: 7)" in err[0] and "a folder holds one run" in err[0]
     rc, err = _main(capsys, "train", "one-layer-dynamics", "--out", finished)
     assert rc == 2 and len(err) == 1 and "training run of its own" in err[0]
@@ -101,13 +105,12 @@ def test_sweeps_decide_done_from_the_record(tmp_path, capsys):
     experiment's sweep into the folder, is refused before anything starts."""
     out = tmp_path / "S"
     point = out / "seed=0"
-    assert cli.main(["train", "reversal-curse", *TINY_ARGS, "-p", "seed=0", "--out", str(point)]) == 0
+    assert cli.main(["train", "reversal-curse", *_args(seed=0), "--out", str(point)]) == 0
     (point / "run.json").write_text(json.dumps({**read_record(point), "status": "finished"}))
     (out / "sweep.json").write_text(json.dumps({"experiment": "reversal-curse"}))
     assert sw.finished_metrics(point) is not None
     capsys.readouterr()
-    rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "seed=0", *TINY_ARGS, "-p", "epochs=5",
-                    "--out", out)
+    rc, err = _main(capsys, "sweep", "reversal-curse", "--grid", "seed=0", *_args(epochs=5), "--out", out)
     assert rc == 2 and len(err) == 1 and "seed=0 holds a run of reversal-curse with epochs=4 (this run: 5)" in err[0]
     rc, err = _main(capsys, "sweep", "bilinear-dynamics", "--grid", "seed=0,1", "--out", out)
     assert rc == 2 and "holds a sweep of 'reversal-curse', not 'bilinear-dynamics'" in err[0]
@@ -155,7 +158,7 @@ def test_ctrl_c_stops_within_seconds_and_the_rerun_resumes_and_re_renders(tmp_pa
     exits 130 with one line within seconds, no kernel or kernel folder is left; the same command resumes
     and ends with the metrics of an uninterrupted run; run again, the finished run renders again with
     its player intact."""
-    long = [*TINY_ARGS[:-4], "-p", "epochs=400", "-p", "device=cpu"]
+    long = _args(epochs=400)
     ref = _cli("train", "reversal-curse", *long, "--out", tmp_path / "ref")
     out = tmp_path / "run"
     proc = _cli("run", "reversal-curse", *long, "--out", out)
