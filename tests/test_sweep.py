@@ -99,7 +99,7 @@ def test_interrupted_sweep_leaves_no_process(tmp_path, how):
     (["--launcher", "slurm", "--time", "10", "--devices", "0"], "--devices"),
     (["--launcher", "slurm", "--time", "10", "--sbatch-opt=--qos=x"], "--sbatch-opt"),
     (["--launcher", "slurm", "--time", "10", "--sbatch-opt", "qos"], "--sbatch-opt"),
-    (["--grid", "seed=1,1"], "same folder"),
+    (["--grid", "n_layers=1,1"], "same folder"),
 ])
 def test_bad_sweep_options_exit_2_with_one_line(args, word, tmp_path, capsys):
     rc = lab_cli.main(["sweep", "reversal-curse", "--grid", "seed=0,1", *args, "--out", str(tmp_path / "x")])
